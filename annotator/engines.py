@@ -1,0 +1,103 @@
+"""The process's pipeline engines (embedder, detector, search space), built once from settings.
+
+A worker loads its models once and keeps them; Qdrant's embedded mode allows one client per
+storage folder, so each process holds exactly one. Tests swap them with ``override``.
+"""
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from django.conf import settings
+
+from inference.detector import YoloDetector
+from inference.embedder import Embedder, load_embedder
+from inference.pipeline import Pipeline, PipelineConfig
+from inference.search_space import SearchSpace, collection_name, connect_qdrant
+
+_lock = threading.Lock()
+_engines: dict[str, object] = {}
+
+
+def _get(key: str, build):
+    with _lock:
+        if key not in _engines:
+            _engines[key] = build()
+        return _engines[key]
+
+
+def embedder() -> Embedder:
+    def build() -> Embedder:
+        if settings.TORCH_THREADS:
+            torch.set_num_threads(settings.TORCH_THREADS)
+        return load_embedder(settings.EMBEDDER_CHECKPOINT or None, batch_size=settings.EMBEDDING_BATCH_SIZE)
+
+    return _get("embedder", build)
+
+
+def detector() -> YoloDetector | None:
+    """The configured detector, or None: frames then keep the boxes they arrived with."""
+    if not settings.DETECTOR_WEIGHTS:
+        return None
+    return _get("detector", lambda: YoloDetector(settings.DETECTOR_WEIGHTS, confidence=settings.DETECTOR_CONFIDENCE))
+
+
+def qdrant_client():
+    return _get("qdrant", lambda: connect_qdrant(
+        url=settings.QDRANT_URL or None, path=settings.QDRANT_PATH, api_key=settings.QDRANT_API_KEY))
+
+
+def search_space() -> SearchSpace:
+    def build() -> SearchSpace:
+        model = embedder()
+        return SearchSpace(qdrant_client(), collection_name(model.name), model.dim)
+
+    return _get("search_space", build)
+
+
+def pipeline_config() -> PipelineConfig:
+    return PipelineConfig(
+        version=settings.PIPELINE_VERSION, knn_neighbours=settings.KNN_NEIGHBOURS, top_k=settings.TOP_K_CANDIDATES
+    )
+
+
+def pipeline() -> Pipeline:
+    return _get("pipeline", lambda: Pipeline(embedder(), search_space(), pipeline_config()))
+
+
+def reset() -> None:
+    """Forget every engine (closing the Qdrant client), so the next call rebuilds from settings."""
+    with _lock:
+        client = _engines.get("qdrant")
+        _engines.clear()
+    if client is not None:
+        client.close()
+
+
+@contextmanager
+def override(**engines: object) -> Iterator[None]:
+    """Use the given engines (keys: embedder, detector, qdrant, search_space, pipeline) meanwhile."""
+    with _lock:
+        saved = dict(_engines)
+        _engines.update(engines)
+    try:
+        yield
+    finally:
+        with _lock:
+            _engines.clear()
+            _engines.update(saved)
+
+
+def s3_client(endpoint_url: str | None = None):
+    """A boto3 S3 client with the configured credentials (not cached: clients are cheap)."""
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint_url or settings.AWS_S3_ENDPOINT_URL,
+        region_name=settings.AWS_S3_REGION_NAME or "us-east-1",
+        aws_access_key_id=settings.AWS_ACCESS_KEY_ID,
+        aws_secret_access_key=settings.AWS_SECRET_ACCESS_KEY,
+    )

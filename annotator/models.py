@@ -1,0 +1,301 @@
+"""The domain: who owns what (Company > Store > Camera > Shelf), what the cameras saw (Frame, Box),
+what the pipeline suggested (Prediction) and what people decided (Label).
+
+Invariants live in the database as constraints, not only in Python. Every row reachable by a user
+hangs off one Company, and every read is scoped by it (see ``selectors``).
+"""
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class Company(models.Model):
+    name = models.CharField(max_length=200, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name_plural = "companies"
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Membership(models.Model):
+    """A user works for a company; everything they see is scoped to their companies."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    company = models.ForeignKey(Company, on_delete=models.CASCADE, related_name="memberships")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "company"], name="unique_membership")]
+
+    def __str__(self) -> str:
+        return f"{self.user} @ {self.company}"
+
+
+class Store(models.Model):
+    company = models.ForeignKey(Company, on_delete=models.CASCADE, related_name="stores")
+    code = models.CharField(max_length=100)
+    name = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["company", "code"]
+        constraints = [models.UniqueConstraint(fields=["company", "code"], name="unique_store_code")]
+
+    def __str__(self) -> str:
+        return self.name or self.code
+
+
+class Camera(models.Model):
+    store = models.ForeignKey(Store, on_delete=models.CASCADE, related_name="cameras")
+    code = models.CharField(max_length=100)
+
+    class Meta:
+        ordering = ["store", "code"]
+        constraints = [models.UniqueConstraint(fields=["store", "code"], name="unique_camera_code")]
+
+    def __str__(self) -> str:
+        return self.code
+
+
+class Shelf(models.Model):
+    """One fixture, seen by one camera: the unit whose history realgram reads."""
+
+    camera = models.ForeignKey(Camera, on_delete=models.CASCADE, related_name="shelves")
+    code = models.CharField(max_length=100)
+
+    class Meta:
+        verbose_name_plural = "shelves"
+        ordering = ["camera", "code"]
+        constraints = [models.UniqueConstraint(fields=["camera", "code"], name="unique_shelf_code")]
+
+    def __str__(self) -> str:
+        return self.code
+
+
+class Category(models.Model):
+    company = models.ForeignKey(Company, on_delete=models.CASCADE, related_name="categories")
+    name = models.CharField(max_length=200)
+
+    class Meta:
+        verbose_name_plural = "categories"
+        ordering = ["company", "name"]
+        constraints = [models.UniqueConstraint(fields=["company", "name"], name="unique_category_name")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Product(models.Model):
+    """A catalogue entry. ``sku`` is the company's own identifier."""
+
+    company = models.ForeignKey(Company, on_delete=models.CASCADE, related_name="products")
+    sku = models.CharField(max_length=100)
+    name = models.CharField(max_length=300)
+    category = models.ForeignKey(Category, on_delete=models.SET_NULL, null=True, blank=True, related_name="products")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["company", "name"]
+        constraints = [models.UniqueConstraint(fields=["company", "sku"], name="unique_product_sku")]
+        indexes = [models.Index(fields=["company", "name"])]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ProductImage(models.Model):
+    """A reference image of a product (catalogue photo or a chosen crop)."""
+
+    product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="images")
+    image = models.ImageField(upload_to="products/%Y/%m/")
+    checksum = models.CharField(max_length=64)
+    is_primary = models.BooleanField(default=False)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["product", "checksum"], name="unique_product_image")]
+
+
+class Frame(models.Model):
+    class Status(models.TextChoices):
+        QUEUED = "queued", "queued"
+        PROCESSING = "processing", "processing"
+        READY = "ready", "ready"
+        FAILED = "failed", "failed"
+        LABELLED = "labelled", "labelled"
+
+    company = models.ForeignKey(Company, on_delete=models.CASCADE, related_name="frames")
+    camera = models.ForeignKey(Camera, on_delete=models.CASCADE, related_name="frames")
+    shelf = models.ForeignKey(Shelf, on_delete=models.CASCADE, related_name="frames")
+    image = models.ImageField(upload_to="frames/%Y/%m/%d/")
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    captured_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    checksum = models.CharField(max_length=64, help_text="SHA-256 of the image bytes")
+    source_uri = models.CharField(max_length=1024, blank=True, help_text="Where the frame came from")
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    status_reason = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["camera", "captured_at", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["company", "checksum"], name="unique_frame_checksum"),
+            models.UniqueConstraint(
+                fields=["source_uri"], condition=~Q(source_uri=""), name="unique_frame_source_uri"
+            ),
+        ]
+        indexes = [models.Index(fields=["shelf", "captured_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.camera} @ {self.captured_at or self.image.name}"
+
+
+class Box(models.Model):
+    """A product box on a frame, in pixels of the stored image (x, y = top-left corner)."""
+
+    class Source(models.TextChoices):
+        DETECTOR = "detector", "detector"
+        MANUAL = "manual", "manual"
+        IMPORTED = "imported", "imported"
+
+    frame = models.ForeignKey(Frame, on_delete=models.CASCADE, related_name="boxes")
+    x = models.FloatField()
+    y = models.FloatField()
+    w = models.FloatField()
+    h = models.FloatField()
+    detector_score = models.FloatField(null=True, blank=True)
+    source = models.CharField(max_length=20, choices=Source.choices)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["frame", "id"]
+        verbose_name_plural = "boxes"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(x__gte=0) & Q(y__gte=0) & Q(w__gt=0) & Q(h__gt=0), name="box_positive_geometry"
+            ),
+        ]
+
+    @property
+    def bbox(self) -> tuple[float, float, float, float]:
+        return (self.x, self.y, self.w, self.h)
+
+    def __str__(self) -> str:
+        return f"box {self.pk} on frame {self.frame_id}"
+
+
+class ModelVersion(models.Model):
+    """A trained model the pipeline can load: an embedder or a detector."""
+
+    class Kind(models.TextChoices):
+        EMBEDDER = "embedder", "embedder"
+        DETECTOR = "detector", "detector"
+
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    name = models.CharField(max_length=200)
+    path = models.CharField(max_length=1024, blank=True)
+    config = models.JSONField(default=dict, blank=True)
+    metrics = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["kind", "name"], name="unique_model_version")]
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.name}"
+
+
+class PipelineVersion(models.Model):
+    """One named configuration of the pre-labelling pipeline (v0, v1, ...) and the models it ran."""
+
+    name = models.CharField(max_length=100, unique=True)
+    embedder = models.ForeignKey(
+        ModelVersion, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    detector = models.ForeignKey(
+        ModelVersion, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    config = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Prediction(models.Model):
+    """The pipeline's ranked candidates for a box. ``candidates`` is a list of
+    ``{"product_id", "score", "components": {"knn": ..., ...}}``, best first."""
+
+    box = models.ForeignKey(Box, on_delete=models.CASCADE, related_name="predictions")
+    pipeline_version = models.ForeignKey(PipelineVersion, on_delete=models.PROTECT, related_name="predictions")
+    product = models.ForeignKey(Product, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    score = models.FloatField(null=True, blank=True)
+    candidates = models.JSONField(default=list)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["box", "pipeline_version"], name="unique_prediction_per_pipeline")
+        ]
+
+
+class Label(models.Model):
+    """A person's (or an import's) decision about a box. History is kept: a new decision adds a row
+    and retires the previous one (``is_current``), never overwriting it."""
+
+    class Action(models.TextChoices):
+        CONFIRMED = "confirmed", "confirmed"
+        CORRECTED = "corrected", "corrected"
+        ADDED = "added", "added"
+        DELETED = "deleted", "deleted"
+        IMPORTED = "imported", "imported"
+
+    box = models.ForeignKey(Box, on_delete=models.CASCADE, related_name="labels")
+    product = models.ForeignKey(Product, on_delete=models.PROTECT, null=True, blank=True, related_name="labels")
+    annotator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="labels"
+    )
+    action = models.CharField(max_length=20, choices=Action.choices)
+    suggested_product = models.ForeignKey(
+        Product, on_delete=models.SET_NULL, null=True, blank=True, related_name="+",
+        help_text="The top-1 suggestion shown when the decision was made",
+    )
+    time_spent_ms = models.PositiveIntegerField(default=0)
+    is_current = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["box", "created_at", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["box"], condition=Q(is_current=True), name="one_current_label_per_box"),
+            models.CheckConstraint(
+                condition=Q(action="deleted") | Q(product__isnull=False), name="label_has_product_unless_deleted"
+            ),
+        ]
+
+
+class SearchSpaceOutbox(models.Model):
+    """A pending change to the search space. The database is the source of truth; this table is
+    how every write reaches Qdrant, retried until delivered."""
+
+    class Operation(models.TextChoices):
+        UPSERT = "upsert", "upsert"
+        DELETE = "delete", "delete"
+
+    company = models.ForeignKey(Company, on_delete=models.CASCADE, related_name="+")
+    box = models.ForeignKey(Box, on_delete=models.SET_NULL, null=True, related_name="+")
+    box_key = models.BigIntegerField(help_text="Box id, kept after the box is deleted")
+    operation = models.CharField(max_length=10, choices=Operation.choices)
+    created_at = models.DateTimeField(auto_now_add=True)
+    delivered_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["id"]

@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from django.core.files.base import ContentFile
+from django.db import transaction
+
+from annotator.catalog import CatalogProduct
+from annotator.models import Category, Company, Product, ProductImage
+from annotator.services.frames import checksum_of
+
+
+@dataclass
+class CatalogReport:
+    products_created: int = 0
+    products_updated: int = 0
+    images_added: int = 0
+
+
+def import_catalog(*, company: Company, products: Sequence[CatalogProduct]) -> CatalogReport:
+    """Create or update the company's products (by sku) and add their reference images, in one
+    transaction; images already attached (same bytes) are not added twice."""
+    report = CatalogReport()
+    stored: list[ProductImage] = []
+    try:
+        with transaction.atomic():
+            for entry in products:
+                category = None
+                if entry.category:
+                    category, _ = Category.objects.get_or_create(company=company, name=entry.category)
+                product, created = Product.objects.update_or_create(
+                    company=company, sku=entry.sku, defaults={"name": entry.name, "category": category}
+                )
+                report.products_created += created
+                report.products_updated += not created
+                known = set(product.images.values_list("checksum", flat=True))
+                images = ([(entry.primary, True)] if entry.primary else []) + [(p, False) for p in entry.images]
+                for path, is_primary in images:
+                    data = path.read_bytes()
+                    checksum = checksum_of(data)
+                    if checksum in known:
+                        continue
+                    known.add(checksum)
+                    image = ProductImage(product=product, checksum=checksum, is_primary=is_primary)
+                    image.image.save(path.name, ContentFile(data), save=False)
+                    stored.append(image)
+                    image.save()
+                    report.images_added += 1
+    except BaseException:
+        for image in stored:
+            image.image.delete(save=False)
+        raise
+    return report

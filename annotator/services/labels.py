@@ -1,0 +1,44 @@
+"""Recording people's (and imports') decisions about boxes. History is never overwritten: a new
+decision retires the box's current label and adds a row."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from django.db import transaction
+
+from annotator.models import Box, Label, Product, SearchSpaceOutbox
+from annotator.services import search_index
+
+
+@dataclass(frozen=True)
+class Decision:
+    box: Box
+    product: Product | None  # None only for a deletion
+    action: str
+    suggested_product: Product | None = None
+    time_spent_ms: int = 0
+
+
+@transaction.atomic
+def record_labels(*, decisions: Sequence[Decision], annotator=None) -> list[Label]:
+    """Record decisions in one transaction and queue the matching search-space changes: labelled
+    crops are upserted, deleted boxes removed."""
+    box_ids = [decision.box.pk for decision in decisions]
+    Label.objects.filter(box_id__in=box_ids, is_current=True).update(is_current=False)
+    labels = Label.objects.bulk_create(
+        Label(
+            box=decision.box,
+            product=decision.product,
+            annotator=annotator,
+            action=decision.action,
+            suggested_product=decision.suggested_product,
+            time_spent_ms=decision.time_spent_ms,
+        )
+        for decision in decisions
+    )
+    upserts = [d.box for d in decisions if d.action != Label.Action.DELETED]
+    deletions = [d.box for d in decisions if d.action == Label.Action.DELETED]
+    search_index.enqueue(boxes=upserts, operation=SearchSpaceOutbox.Operation.UPSERT)
+    search_index.enqueue(boxes=deletions, operation=SearchSpaceOutbox.Operation.DELETE)
+    return labels

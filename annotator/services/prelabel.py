@@ -1,0 +1,70 @@
+"""Pre-labelling a frame: detect (when the frame has no boxes yet and a detector is configured),
+then the pipeline's ranked candidates for every box, stored as Predictions."""
+from __future__ import annotations
+
+from django.db import transaction
+
+from annotator import engines
+from annotator.models import Box, Frame, ModelVersion, PipelineVersion, Prediction
+from annotator.services import search_index
+from annotator.services.frames import set_status
+from inference.images import open_image
+from inference.pipeline import ShelfContext
+
+
+def current_pipeline_version() -> PipelineVersion:
+    pipeline = engines.pipeline()
+    embedder_version, _ = ModelVersion.objects.get_or_create(
+        kind=ModelVersion.Kind.EMBEDDER, name=pipeline.embedder.name,
+        defaults={"config": {"dim": pipeline.embedder.dim}},
+    )
+    version, _ = PipelineVersion.objects.get_or_create(
+        name=pipeline.config.version,
+        defaults={"embedder": embedder_version, "config": {
+            "knn_neighbours": pipeline.config.knn_neighbours, "top_k": pipeline.config.top_k}},
+    )
+    return version
+
+
+def prelabel_frame(*, frame_id: int) -> Frame:
+    """Predict every box of the frame. Idempotent: re-running replaces the frame's predictions of
+    this pipeline version. A failure is recorded on the frame, with its reason, and re-raised."""
+    frame = Frame.objects.select_related("camera").get(pk=frame_id)
+    # A labelled frame may be predicted again (a new pipeline version); it stays labelled.
+    labelled = frame.status == Frame.Status.LABELLED
+    if not labelled:
+        set_status(frame=frame, status=Frame.Status.PROCESSING)
+    try:
+        # Labels confirmed a moment ago must be searchable for this frame.
+        search_index.deliver_outbox(company_id=frame.company_id)
+        with frame.image.open("rb") as handle:
+            image = open_image(handle.read())
+        boxes = list(frame.boxes.order_by("pk"))
+        detector = engines.detector()
+        if not boxes and detector is not None:
+            boxes = Box.objects.bulk_create(
+                Box(frame=frame, x=d.x, y=d.y, w=d.w, h=d.h, detector_score=d.score, source=Box.Source.DETECTOR)
+                for d in detector.detect(image)
+            )
+        pipeline = engines.pipeline()
+        context = ShelfContext(company_id=frame.company_id, store_id=frame.camera.store_id, shelf_id=frame.shelf_id)
+        ranked = pipeline.predict(image, [box.bbox for box in boxes], context)
+        version = current_pipeline_version()
+        with transaction.atomic():
+            Prediction.objects.filter(box__frame=frame, pipeline_version=version).delete()
+            Prediction.objects.bulk_create(
+                Prediction(
+                    box=box, pipeline_version=version,
+                    product_id=candidates[0].product_id if candidates else None,
+                    score=candidates[0].score if candidates else None,
+                    candidates=[c.as_dict() for c in candidates],
+                )
+                for box, candidates in zip(boxes, ranked)
+            )
+            if not labelled:
+                set_status(frame=frame, status=Frame.Status.READY)
+    except Exception as error:
+        if not labelled:
+            set_status(frame=frame, status=Frame.Status.FAILED, reason=f"{type(error).__name__}: {error}"[:2000])
+        raise
+    return frame

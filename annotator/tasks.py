@@ -1,0 +1,43 @@
+"""Celery tasks: thin, idempotent wrappers around services. Late acks (settings) mean a task whose
+worker dies is delivered again; each task is safe to run twice."""
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+from django.conf import settings
+
+from annotator import engines
+from annotator.services import ingest, prelabel, search_index
+from inference.images import ImageError
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(bind=True, max_retries=3, default_retry_delay=10)
+def prelabel_frame(self, frame_id: int) -> int:
+    try:
+        prelabel.prelabel_frame(frame_id=frame_id)
+    except ImageError:
+        raise  # the frame is marked failed with its reason; retrying cannot help
+    except Exception as error:
+        logger.warning("pre-labelling frame %s failed (%s); retrying", frame_id, error)
+        raise self.retry(exc=error)
+    return frame_id
+
+
+@shared_task(bind=True, max_retries=None, default_retry_delay=30)
+def deliver_search_outbox(self) -> int:
+    try:
+        return search_index.deliver_outbox()
+    except Exception as error:
+        raise self.retry(exc=error)
+
+
+@shared_task
+def ingest_s3_frames(bucket: str, prefix: str = "") -> list[int]:
+    report = ingest.ingest_s3(
+        client=engines.s3_client(settings.INGEST_S3_ENDPOINT_URL), bucket=bucket, prefix=prefix,
+        queue=lambda frame_id: prelabel_frame.delay(frame_id),
+    )
+    return report.registered

@@ -1,0 +1,10 @@
+from django.urls import path
+
+from annotator import views
+
+app_name = "annotator"
+
+urlpatterns = [
+    path("", views.frame_list, name="frame-list"),
+    path("frames/<int:frame_id>/", views.frame_detail, name="frame-detail"),
+]

@@ -1,0 +1,24 @@
+"""Pages. Thin: check access, call a selector, render."""
+from __future__ import annotations
+
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+
+from annotator import selectors
+from annotator.models import Frame
+
+
+def frame_list(request: HttpRequest) -> HttpResponse:
+    status = request.GET.get("status") or None
+    frames = selectors.frames_for(request.user, status=status)
+    page = Paginator(frames, 50).get_page(request.GET.get("page"))
+    return render(request, "annotator/frame_list.html", {
+        "page": page, "status": status, "statuses": Frame.Status.choices,
+    })
+
+
+def frame_detail(request: HttpRequest, frame_id: int) -> HttpResponse:
+    frame = selectors.frame_for(request.user, frame_id=frame_id)
+    boxes = selectors.frame_boxes(frame=frame)
+    return render(request, "annotator/frame_detail.html", {"frame": frame, "boxes": boxes})
