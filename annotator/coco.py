@@ -59,6 +59,18 @@ class CocoDataset:
     def missing_captured_at(self) -> int:
         return sum(1 for image in self.images if image.captured_at is None)
 
+    def split_by_schedule(self, annotate_every: int) -> tuple[CocoDataset, CocoDataset]:
+        """(annotated, incoming): per camera in replay order, the first frame and every
+        ``annotate_every``-th after it are annotated, the others wait for suggestions."""
+        annotated, incoming = [], []
+        position: dict[tuple[str, str], int] = {}
+        for image in self.in_replay_order():
+            index = position.get((image.store, image.camera), 0)
+            position[(image.store, image.camera)] = index + 1
+            (annotated if index % annotate_every == 0 else incoming).append(image)
+        return (CocoDataset(self.path, self.categories, annotated, self.info),
+                CocoDataset(self.path, self.categories, incoming, self.info))
+
     def in_replay_order(self) -> list[CocoImage]:
         """Per camera, by capture time; images without a time follow by file name."""
         return sorted(

@@ -5,6 +5,7 @@ storage folder, so each process holds exactly one. Tests swap them with ``overri
 """
 from __future__ import annotations
 
+import atexit
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,7 +18,7 @@ from inference.embedder import Embedder, load_embedder
 from inference.pipeline import Pipeline, PipelineConfig
 from inference.search_space import SearchSpace, collection_name, connect_qdrant
 
-_lock = threading.Lock()
+_lock = threading.RLock()  # engines are built from other engines
 _engines: dict[str, object] = {}
 
 
@@ -39,14 +40,18 @@ def embedder() -> Embedder:
 
 def detector() -> YoloDetector | None:
     """The configured detector, or None: frames then keep the boxes they arrived with."""
-    if not settings.DETECTOR_WEIGHTS:
-        return None
-    return _get("detector", lambda: YoloDetector(settings.DETECTOR_WEIGHTS, confidence=settings.DETECTOR_CONFIDENCE))
+    return _get("detector", lambda: YoloDetector(settings.DETECTOR_WEIGHTS, confidence=settings.DETECTOR_CONFIDENCE)
+                if settings.DETECTOR_WEIGHTS else None)
 
 
 def qdrant_client():
-    return _get("qdrant", lambda: connect_qdrant(
-        url=settings.QDRANT_URL or None, path=settings.QDRANT_PATH, api_key=settings.QDRANT_API_KEY))
+    def build():
+        client = connect_qdrant(url=settings.QDRANT_URL or None, path=settings.QDRANT_PATH, api_key=settings.QDRANT_API_KEY)
+        # Close while the interpreter is whole: the embedded mode's own finaliser fails at shutdown.
+        atexit.register(reset)
+        return client
+
+    return _get("qdrant", build)
 
 
 def search_space() -> SearchSpace:

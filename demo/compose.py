@@ -23,9 +23,8 @@ Output (``compose(out_dir)`` or ``python -m demo.compose --out DIR``):
 * ``images/*.jpg`` and ``annotations.json``, COCO in the format of the real shelf
   dataset (``captured_at``, ``store``, ``camera``, ``shelf`` on every image, bbox
   ``[x, y, w, h]`` in pixels);
-* ``schedule.json`` (``{"annotated": [...], "incoming": [...]}`` image ids: per
-  camera the first frame and every third one after it are annotated) and its two
-  halves ``annotated.json`` / ``incoming.json`` (both carry ground truth);
+  (which frames the demo labels and which it pre-labels is the importer's annotation
+  schedule, not the composer's: see ``annotator.coco.CocoDataset.split_by_schedule``);
 * ``scenario.json``, the planograms and a log of the events, for the demo's story.
 
 Everything is drawn from ``numpy.random.default_rng`` streams seeded by ``seed``,
@@ -176,8 +175,8 @@ CHANGES: tuple[PlanogramChange, ...] = (
     # The oatghurt swaps places with the strawberry yoghurt at the other end of its row.
     PlanogramChange("move", "shelf-3", 1, (5, 6), "Oatly-Natural-Oatghurt", at=0.5),
     PlanogramChange("move", "shelf-3", 1, (0, 1), "Yoggi-Strawberry-Yoghurt", at=0.5),
-    # A new soy milk takes two facings of its look-alike.
-    PlanogramChange("new-product", "shelf-2", 1, (3, 4), "Alpro-Shelf-Soy-Milk", at=0.625),
+    # A new soy milk takes three of the five facings of its look-alike.
+    PlanogramChange("new-product", "shelf-2", 1, (2, 3, 4), "Alpro-Shelf-Soy-Milk", at=0.625),
 )
 
 
@@ -553,43 +552,11 @@ LICENSE_NOTE = (
 )
 
 
-def make_schedule(coco: dict[str, Any]) -> dict[str, list[int]]:
-    """Per camera, in time order: frames 0, 3, 6, ... are "annotated", the others "incoming"."""
-    by_camera: dict[str, list[dict[str, Any]]] = {}
-    for image in coco["images"]:
-        by_camera.setdefault(image["camera"], []).append(image)
-    annotated, incoming = [], []
-    for images in by_camera.values():
-        for i, image in enumerate(sorted(images, key=lambda im: (im["captured_at"], im["id"]))):
-            (annotated if i % 3 == 0 else incoming).append(image["id"])
-    return {"annotated": sorted(annotated), "incoming": sorted(incoming)}
-
-
-def split_coco(coco: dict[str, Any], schedule: dict[str, list[int]]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Split ``coco`` into (annotated, incoming) datasets following ``schedule``.
-
-    Both keep the original image and annotation ids, ``info`` and the full list of
-    categories; each holds the images listed under its key and their annotations.
-    """
-
-    def subset(ids: list[int], part: str) -> dict[str, Any]:
-        keep = set(ids)
-        return {
-            "info": {**coco["info"], "split": part},
-            "images": [im for im in coco["images"] if im["id"] in keep],
-            "annotations": [a for a in coco["annotations"] if a["image_id"] in keep],
-            "categories": list(coco["categories"]),
-        }
-
-    return subset(schedule["annotated"], "annotated"), subset(schedule["incoming"], "incoming")
-
-
 @dataclass
 class Composed:
     """What ``compose`` produced."""
 
     coco: dict[str, Any]
-    schedule: dict[str, list[int]]
     scenario: dict[str, Any]
 
 
@@ -603,8 +570,7 @@ def compose(
 ) -> Composed:
     """Compose the demo frames into ``out_dir`` and write the JSON files next to them.
 
-    Writes ``images/*.jpg``, ``annotations.json``, ``schedule.json``,
-    ``annotated.json``, ``incoming.json`` and ``scenario.json``.
+    Writes ``images/*.jpg``, ``annotations.json`` and ``scenario.json``.
     """
     if days < 1 or frames_per_camera < 4:
         raise ValueError("need at least 1 day and 4 frames per camera")
@@ -673,16 +639,11 @@ def compose(
             {"id": category_ids[p.sku], "name": p.sku, "supercategory": p.category} for p in catalog
         ],
     }
-    schedule = make_schedule(coco)
-    annotated, incoming = split_coco(coco, schedule)
     scenario = _scenario(states, images, start, frames_per_camera)
 
     _write_json(out_dir / "annotations.json", coco)
-    _write_json(out_dir / "schedule.json", schedule)
-    _write_json(out_dir / "annotated.json", annotated)
-    _write_json(out_dir / "incoming.json", incoming)
     _write_json(out_dir / "scenario.json", scenario)
-    return Composed(coco, schedule, scenario)
+    return Composed(coco, scenario)
 
 
 def _scenario(states: list[FrameState], images: list[dict[str, Any]], start: date, frames: int) -> dict[str, Any]:
@@ -739,10 +700,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--start", type=date.fromisoformat, default=DEFAULT_START, help="first day, YYYY-MM-DD")
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
-    result = compose(args.out, args.seed, args.days, args.frames_per_camera, args.subset, args.start)
+    try:
+        result = compose(args.out, args.seed, args.days, args.frames_per_camera, args.subset, args.start)
+    except ValueError as exc:
+        parser.error(str(exc))
     print(
         f"wrote {len(result.coco['images'])} frames, {len(result.coco['annotations'])} boxes, "
-        f"{len(result.schedule['annotated'])} annotated / {len(result.schedule['incoming'])} incoming "
         f"to {args.out} in {time.perf_counter() - t0:.1f}s"
     )
 

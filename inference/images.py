@@ -31,11 +31,12 @@ def open_image(source: str | Path | bytes | BinaryIO) -> Image.Image:
 
 
 def image_size(source: str | Path | bytes | BinaryIO) -> tuple[int, int]:
-    """(width, height) of the stored pixel grid, read from the header without decoding."""
+    """(width, height) of the stored pixel grid. The image is decoded, so a truncated file is
+    caught here rather than when the pipeline first reads it."""
     stream = io.BytesIO(source) if isinstance(source, bytes) else source
     try:
         with Image.open(stream) as image:
-            image.verify()
+            image.load()
             return image.size
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
         raise ImageError(f"not a readable image ({error})") from error

@@ -8,6 +8,7 @@ qdrant-client's embedded local mode.
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -78,8 +79,11 @@ class SearchSpace:
         self.client.create_collection(
             self.collection, vectors_config=models.VectorParams(size=self.dim, distance=models.Distance.COSINE)
         )
-        for field in FILTER_FIELDS:
-            self.client.create_payload_index(self.collection, field, models.PayloadSchemaType.INTEGER)
+        with warnings.catch_warnings():
+            # The embedded mode scans exactly and ignores payload indexes (and says so); servers use them.
+            warnings.filterwarnings("ignore", message="Payload indexes have no effect")
+            for field in FILTER_FIELDS:
+                self.client.create_payload_index(self.collection, field, models.PayloadSchemaType.INTEGER)
 
     def recreate(self) -> None:
         if self.client.collection_exists(self.collection):

@@ -1,0 +1,131 @@
+"""Factories for the domain. Images are drawn, not loaded from files."""
+from __future__ import annotations
+
+import io
+
+import factory
+from django.contrib.auth import get_user_model
+from django.core.files.base import ContentFile
+from PIL import Image, ImageDraw
+
+from annotator import models
+from annotator.services.users import ensure_roles
+
+PALETTE = [(220, 40, 40), (40, 160, 60), (40, 80, 220), (230, 200, 30), (150, 60, 170), (30, 180, 190)]
+
+
+def shelf_image(size: tuple[int, int] = (320, 160), blocks: list[tuple[tuple[int, int, int, int], int]] | None = None,
+                fmt: str = "JPEG") -> bytes:
+    """A synthetic shelf: coloured, patterned products at the given (x, y, w, h) with a palette index."""
+    image = Image.new("RGB", size, (200, 190, 170))
+    draw = ImageDraw.Draw(image)
+    for (x, y, w, h), colour in blocks or []:
+        fill = PALETTE[colour % len(PALETTE)]
+        draw.rectangle([x, y, x + w - 1, y + h - 1], fill=fill)
+        # A pattern per colour so that crops differ in texture, not only in colour.
+        for k in range(0, w, 4 + colour):
+            draw.line([x + k, y, x + k, y + h - 1], fill=(255 - fill[0], 255 - fill[1], 255 - fill[2]))
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, quality=95)
+    return buffer.getvalue()
+
+
+class CompanyFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = models.Company
+        django_get_or_create = ("name",)
+
+    name = factory.Sequence(lambda n: f"company-{n}")
+
+
+class StoreFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = models.Store
+
+    company = factory.SubFactory(CompanyFactory)
+    code = factory.Sequence(lambda n: f"store-{n}")
+
+
+class CameraFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = models.Camera
+
+    store = factory.SubFactory(StoreFactory)
+    code = factory.Sequence(lambda n: f"cam-{n}")
+
+
+class ShelfFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = models.Shelf
+
+    camera = factory.SubFactory(CameraFactory)
+    code = factory.Sequence(lambda n: f"shelf-{n}")
+
+
+class CategoryFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = models.Category
+
+    company = factory.SubFactory(CompanyFactory)
+    name = factory.Sequence(lambda n: f"category-{n}")
+
+
+class ProductFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = models.Product
+
+    company = factory.SubFactory(CompanyFactory)
+    sku = factory.Sequence(lambda n: f"sku-{n}")
+    name = factory.Sequence(lambda n: f"Product {n}")
+
+
+class FrameFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = models.Frame
+
+    class Params:
+        blocks = None
+
+    shelf = factory.SubFactory(ShelfFactory)
+    camera = factory.SelfAttribute("shelf.camera")
+    company = factory.SelfAttribute("shelf.camera.store.company")
+    width = 320
+    height = 160
+    checksum = factory.Sequence(lambda n: f"{n:064x}")
+    status = models.Frame.Status.QUEUED
+    image = factory.LazyAttribute(
+        lambda o: ContentFile(shelf_image((o.width, o.height), o.blocks), name="frame.jpg")
+    )
+
+
+class BoxFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = models.Box
+
+    frame = factory.SubFactory(FrameFactory)
+    x = 10.0
+    y = 10.0
+    w = 40.0
+    h = 60.0
+    source = models.Box.Source.DETECTOR
+    detector_score = 0.9
+
+
+class UserFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = get_user_model()
+        skip_postgeneration_save = True
+
+    username = factory.Sequence(lambda n: f"user-{n}")
+    password = factory.PostGenerationMethodCall("set_password", "correct-horse-battery")
+
+    @factory.post_generation
+    def role(self, create, extracted, **kwargs):
+        if create:
+            self.groups.add(ensure_roles()[extracted or "annotator"])
+            self.save()
+
+    @factory.post_generation
+    def company(self, create, extracted, **kwargs):
+        if create and extracted is not None:
+            models.Membership.objects.create(user=self, company=extracted)
