@@ -127,6 +127,7 @@ USE_TZ = True
 # --- Static files (the UI, built from frontend/ into static/) and media.
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "staticfiles"
+STATIC_ROOT.mkdir(exist_ok=True)
 STATICFILES_DIRS = [BASE_DIR / "static"]
 MEDIA_URL = "media/"
 MEDIA_ROOT = Path(env("MEDIA_ROOT", str(VAR_DIR / "media")))
@@ -237,6 +238,7 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "Shelf annotator API",
     "DESCRIPTION": "Frames, boxes, predictions and labels of the shelf product recognition system.",
     "VERSION": "0.1.0",
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
 }
 
 LOGGING = {
