@@ -43,8 +43,12 @@ services:
 	@pg_isready -q -h 127.0.0.1 || pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start || true
 	@redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 || redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no || true
 
+# Tests keep their own var/ (queues, test database file, screenshots) apart from the demo's.
+TEST_VAR := $(CURDIR)/var/test
+
 test: venv static chromium services
-	DATABASE_URL=$$(pg_isready -q -h 127.0.0.1 && echo $(PG_URL)) REDIS_TEST_URL=$(REDIS_TEST_URL) \
+	rm -rf $(TEST_VAR)/celery
+	VAR_DIR=$(TEST_VAR) DATABASE_URL=$$(pg_isready -q -h 127.0.0.1 && echo $(PG_URL)) REDIS_TEST_URL=$(REDIS_TEST_URL) \
 		$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:

@@ -81,12 +81,19 @@ def reset() -> None:
         client.close()
 
 
+# Engines built from others; overriding one of their parts rebuilds them.
+_BUILT_FROM = {"search_space": {"embedder", "qdrant"}, "pipeline": {"embedder", "search_space"}}
+
+
 @contextmanager
 def override(**engines: object) -> Iterator[None]:
     """Use the given engines (keys: embedder, detector, qdrant, search_space, pipeline) meanwhile."""
     with _lock:
         saved = dict(_engines)
         _engines.update(engines)
+        for derived, parts in _BUILT_FROM.items():
+            if derived not in engines and parts & engines.keys():
+                _engines.pop(derived, None)
     try:
         yield
     finally:

@@ -8,6 +8,7 @@ from celery import shared_task
 from django.conf import settings
 
 from annotator import engines
+from annotator.models import Frame
 from annotator.services import ingest, prelabel, search_index
 from inference.images import ImageError
 
@@ -15,9 +16,12 @@ logger = logging.getLogger(__name__)
 
 
 @shared_task(bind=True, max_retries=3, default_retry_delay=10)
-def prelabel_frame(self, frame_id: int) -> int:
+def prelabel_frame(self, frame_id: int) -> int | None:
     try:
         prelabel.prelabel_frame(frame_id=frame_id)
+    except Frame.DoesNotExist:
+        logger.info("frame %s no longer exists; nothing to pre-label", frame_id)
+        return None
     except ImageError:
         raise  # the frame is marked failed with its reason; retrying cannot help
     except Exception as error:

@@ -39,11 +39,9 @@ class IngestReport:
     unreadable: list[str] = field(default_factory=list)
 
 
-def parse_key(key: str, prefix: str = "") -> FrameKey | None:
+def parse_key(key: str) -> FrameKey | None:
     """The frame's origin from its object key, or None when the key does not follow the convention.
-    A prefix ending in "/" is a root folder: the convention applies below it."""
-    if prefix.endswith("/") and key.startswith(prefix):
-        key = key[len(prefix):]
+    (A listing prefix only filters keys; the convention applies to the whole key.)"""
     match = KEY_PATTERN.match(key)
     if not match:
         return None
@@ -67,7 +65,7 @@ def ingest_s3(*, client, bucket: str, prefix: str = "", queue=None) -> IngestRep
             if uris[key] in known:
                 report.already_known += 1
                 continue
-            origin = parse_key(key, prefix)
+            origin = parse_key(key)
             if origin is None:
                 report.ignored_keys.append(key)
                 continue
