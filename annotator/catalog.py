@@ -35,10 +35,12 @@ def load_catalog(path: str | Path, *, split: str = "train", classes: Path | None
     root = Path(path)
     if not root.is_dir():
         raise CatalogError(f"{root}: not a directory")
+    if classes is not None and not Path(classes).is_file():
+        raise CatalogError(f"{classes}: classes file not found")
     if (root / "dataset" / "classes.csv").is_file():
         root = root / "dataset"
     grocery_csv = root / "classes.csv"
-    if grocery_csv.is_file() and grocery_csv.read_text(errors="replace").startswith("Class Name"):
+    if grocery_csv.is_file() and grocery_csv.read_text(encoding="utf-8-sig", errors="replace").startswith("Class Name"):
         products = _load_grocery_store(root, split)
     else:
         products = _load_image_folder(root, classes or root / "classes.csv")
@@ -58,7 +60,7 @@ def load_catalog(path: str | Path, *, split: str = "train", classes: Path | None
 def _load_grocery_store(root: Path, split: str) -> list[CatalogProduct]:
     classes_csv = root / "classes.csv"
     by_id: dict[int, CatalogProduct] = {}
-    with classes_csv.open(newline="") as handle:
+    with classes_csv.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.reader(handle)
         next(reader, None)
         for line_number, row in enumerate(reader, start=2):
@@ -96,7 +98,7 @@ def _load_grocery_store(root: Path, split: str) -> list[CatalogProduct]:
 def _load_image_folder(root: Path, classes_csv: Path) -> list[CatalogProduct]:
     metadata: dict[str, dict[str, str]] = {}
     if classes_csv.is_file():
-        with classes_csv.open(newline="") as handle:
+        with classes_csv.open(newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
             if not reader.fieldnames or "sku" not in reader.fieldnames:
                 raise CatalogError(f"{classes_csv}: expected a header with sku,name,category")
@@ -107,12 +109,12 @@ def _load_image_folder(root: Path, classes_csv: Path) -> list[CatalogProduct]:
         if not images:
             continue
         meta = metadata.get(folder.name, {})
-        iconic = next((p for p in images if p.stem.lower() == "iconic"), None)
+        primary = next((p for p in images if p.stem.lower() == "iconic"), images[0])
         products.append(CatalogProduct(
             sku=folder.name,
             name=(meta.get("name") or folder.name).strip(),
             category=(meta.get("category") or "").strip(),
-            images=[p for p in images if p != iconic],
-            primary=iconic or images[0],
+            images=[p for p in images if p != primary],
+            primary=primary,
         ))
     return products

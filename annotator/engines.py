@@ -6,9 +6,11 @@ storage folder, so each process holds exactly one. Tests swap them with ``overri
 from __future__ import annotations
 
 import atexit
+import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import torch
 from django.conf import settings
@@ -16,6 +18,7 @@ from django.conf import settings
 from inference.detector import YoloDetector
 from inference.embedder import Embedder, load_embedder
 from inference.pipeline import Pipeline, PipelineConfig
+from inference.realgram import RealgramConfig
 from inference.search_space import SearchSpace, collection_name, connect_qdrant
 
 _lock = threading.RLock()  # engines are built from other engines
@@ -63,8 +66,12 @@ def search_space() -> SearchSpace:
 
 
 def pipeline_config() -> PipelineConfig:
-    return PipelineConfig(
-        version=settings.PIPELINE_VERSION, knn_neighbours=settings.KNN_NEIGHBOURS, top_k=settings.TOP_K_CANDIDATES
+    realgram = None
+    if settings.REALGRAM_CONFIG:
+        realgram = RealgramConfig.from_dict(json.loads(Path(settings.REALGRAM_CONFIG).read_text()))
+    return PipelineConfig.named(
+        settings.PIPELINE_VERSION, realgram=realgram,
+        knn_neighbours=settings.KNN_NEIGHBOURS, top_k=settings.TOP_K_CANDIDATES,
     )
 
 

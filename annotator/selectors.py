@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from django.db.models import F, Prefetch, QuerySet
 from django.shortcuts import get_object_or_404
 
 from annotator.models import Box, Company, Frame, Label, Prediction, Product
+from inference.realgram import ShelfHistory
 
 
 def companies_of(user) -> QuerySet[Company]:
@@ -59,3 +61,21 @@ def frame_boxes(*, frame: Frame) -> list[BoxView]:
 
 def products_for(user) -> QuerySet[Product]:
     return Product.objects.filter(company__in=companies_of(user)).select_related("category").order_by("name", "pk")
+
+
+def shelf_history(*, shelf_id: int, before: datetime, window_days: float) -> ShelfHistory:
+    """The shelf's current labels on frames taken in the window before ``before``, boxes normalised
+    to their frames, in one query. Frames without a capture time cannot be placed and are left out."""
+    rows = (
+        Label.objects.filter(
+            is_current=True, product__isnull=False, box__frame__shelf_id=shelf_id,
+            box__frame__captured_at__lt=before, box__frame__captured_at__gte=before - timedelta(days=window_days),
+        )
+        .order_by("box_id")
+        .values_list("product_id", "box__x", "box__y", "box__w", "box__h", "box__frame__width",
+                     "box__frame__height", "box__frame__captured_at", "box__frame_id")
+    )
+    return ShelfHistory.from_rows([
+        (product, (x / width, y / height, w / width, h / height), taken.timestamp(), frame)
+        for product, x, y, w, h, width, height, taken, frame in rows
+    ])

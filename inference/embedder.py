@@ -11,12 +11,16 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import timm
 import torch
 from PIL import Image
 from torch import nn
+
+if TYPE_CHECKING:
+    from inference.onnx_embedder import OnnxEmbedder
 
 IMAGENET_LITE0_NAME = "efficientnet-lite0-imagenet"
 
@@ -80,6 +84,20 @@ def load_efficientnet_lite0_imagenet(backbone: nn.Module) -> None:
     backbone.load_state_dict(mapped, strict=True)
 
 
+def preprocess_crops(crops: Sequence[Image.Image], config: EmbedderConfig) -> np.ndarray:
+    """The model input for crops: each stretched to ``input_size`` squared (bilinear), scaled by the
+    config's mean and std. Returns float32 of shape (n, 3, size, size), a channels-last (NHWC) array
+    seen as NCHW; every embedder (torch, ONNX) and the training code preprocess through here."""
+    size = config.input_size
+    mean = np.asarray(config.mean, dtype=np.float32).reshape(1, 1, 3)
+    std = np.asarray(config.std, dtype=np.float32).reshape(1, 1, 3)
+    arrays = np.stack(
+        [np.asarray(crop.convert("RGB").resize((size, size), Image.BILINEAR), dtype=np.float32) for crop in crops]
+    )
+    arrays = (arrays / 255.0 - mean) / std
+    return arrays.transpose(0, 3, 1, 2)
+
+
 class Embedder:
     """Embeds crops in batches; returns float32 rows of unit length."""
 
@@ -88,20 +106,13 @@ class Embedder:
         self.config = config
         self.name = name
         self.batch_size = batch_size
-        self._mean = np.asarray(config.mean, dtype=np.float32).reshape(1, 1, 3)
-        self._std = np.asarray(config.std, dtype=np.float32).reshape(1, 1, 3)
 
     @property
     def dim(self) -> int:
         return self.model.dim
 
     def preprocess(self, crops: Sequence[Image.Image]) -> torch.Tensor:
-        size = self.config.input_size
-        arrays = np.stack(
-            [np.asarray(crop.convert("RGB").resize((size, size), Image.BILINEAR), dtype=np.float32) for crop in crops]
-        )
-        arrays = (arrays / 255.0 - self._mean) / self._std
-        return torch.from_numpy(arrays).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
+        return torch.from_numpy(preprocess_crops(crops, self.config)).contiguous(memory_format=torch.channels_last)
 
     @torch.inference_mode()
     def embed(self, crops: Sequence[Image.Image]) -> np.ndarray:
@@ -119,8 +130,11 @@ def save_checkpoint(model: EmbeddingNet, config: EmbedderConfig, path: Path, nam
     torch.save({"name": name, "config": asdict(config), "state_dict": model.state_dict(), **extra}, path)
 
 
-def load_embedder(checkpoint: str | Path | None = None, batch_size: int = 64) -> Embedder:
-    """The embedder from a checkpoint, or the ImageNet EfficientNet-Lite0 default when None."""
+def load_embedder(checkpoint: str | Path | None = None, batch_size: int = 64) -> Embedder | OnnxEmbedder:
+    """The embedder from a checkpoint, or the ImageNet EfficientNet-Lite0 default when None.
+
+    A ``.onnx`` path gives an ``OnnxEmbedder`` (onnxruntime, same interface; config and name from
+    its ``.json`` sidecar). Half-precision checkpoints are cast to float32 on load."""
     if not checkpoint:
         config = EmbedderConfig()
         model = EmbeddingNet(config)
@@ -129,9 +143,14 @@ def load_embedder(checkpoint: str | Path | None = None, batch_size: int = 64) ->
     path = Path(checkpoint)
     if not path.is_file():
         raise FileNotFoundError(f"embedder checkpoint not found: {path}")
+    if path.suffix.lower() == ".onnx":
+        from inference.onnx_embedder import load_onnx_embedder
+
+        return load_onnx_embedder(path, batch_size=batch_size)
     data = torch.load(path, map_location="cpu", weights_only=False)
     config = EmbedderConfig.from_dict(data["config"])
     model = EmbeddingNet(config)
-    model.load_state_dict(data["state_dict"])
+    model.load_state_dict({key: value.float() if value.is_floating_point() else value
+                           for key, value in data["state_dict"].items()})
     name = data.get("name") or f"{path.stem}-{hashlib.sha256(path.read_bytes()).hexdigest()[:8]}"
     return Embedder(model.to(memory_format=torch.channels_last), config, name, batch_size)

@@ -5,11 +5,12 @@ from __future__ import annotations
 from django.db import transaction
 
 from annotator import engines
+from annotator import selectors
 from annotator.models import Box, Frame, ModelVersion, PipelineVersion, Prediction
 from annotator.services import search_index
 from annotator.services.frames import set_status
 from inference.images import open_image
-from inference.pipeline import ShelfContext
+from inference.pipeline import FrameContext
 
 
 def current_pipeline_version() -> PipelineVersion:
@@ -20,8 +21,7 @@ def current_pipeline_version() -> PipelineVersion:
     )
     version, _ = PipelineVersion.objects.get_or_create(
         name=pipeline.config.version,
-        defaults={"embedder": embedder_version, "config": {
-            "knn_neighbours": pipeline.config.knn_neighbours, "top_k": pipeline.config.top_k}},
+        defaults={"embedder": embedder_version, "config": pipeline.config.as_dict()},
     )
     return version
 
@@ -47,8 +47,16 @@ def prelabel_frame(*, frame_id: int) -> Frame:
                 for d in detector.detect(image)
             )
         pipeline = engines.pipeline()
-        context = ShelfContext(company_id=frame.company_id, store_id=frame.camera.store_id, shelf_id=frame.shelf_id)
-        ranked = pipeline.predict(image, [box.bbox for box in boxes], context)
+        moment = frame.captured_at or frame.created_at
+        context = FrameContext(
+            company_id=frame.company_id, store_id=frame.camera.store_id, shelf_id=frame.shelf_id,
+            width=frame.width, height=frame.height, captured_at=moment.timestamp(),
+        )
+        history = None
+        if pipeline.config.realgram is not None:
+            history = selectors.shelf_history(
+                shelf_id=frame.shelf_id, before=moment, window_days=pipeline.config.realgram.window_days)
+        ranked = pipeline.predict(image, [box.bbox for box in boxes], context, history)
         version = current_pipeline_version()
         with transaction.atomic():
             Prediction.objects.filter(box__frame=frame, pipeline_version=version).delete()

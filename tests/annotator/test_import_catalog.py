@@ -182,7 +182,6 @@ def test_image_folder_with_classes_elsewhere(tmp_path):
     assert Product.objects.get(sku="cola").name == "cola"
 
 
-@pytest.mark.xfail(strict=True, reason="annotator/catalog.py ignores a --classes file that does not exist")
 def test_a_missing_classes_file_is_an_error(tmp_path):
     image_folder(tmp_path / "shop")
     missing = tmp_path / "meta" / "typo.csv"

@@ -152,3 +152,43 @@ def test_rebuild_search_space_from_the_database(test_engines, search_space):
     assert search_index.rebuild_search_space() == 3
     assert search_space.count() == 3
     assert search_index.pending_count() == 0
+
+
+def test_v1_uses_the_shelf_history_before_the_frame(tiny_embedder, search_space):
+    """Realgram lifts the product annotated at this spot of the shelf over an equally good kNN match."""
+    from datetime import UTC, datetime, timedelta
+
+    from annotator import engines, selectors
+    from inference.pipeline import Pipeline, PipelineConfig
+    from inference.realgram import RealgramConfig
+
+    shelf = ShelfFactory()
+    company = shelf.camera.store.company
+    red_a, red_b = ProductFactory(company=company, name="Red A"), ProductFactory(company=company, name="Red B")
+    monday = datetime(2024, 3, 4, 10, tzinfo=UTC)
+    # Both products look the same (red); red_b was annotated on this shelf, red_a elsewhere.
+    layout = [((10, 20, 60, 100), RED)]
+    elsewhere = FrameFactory(blocks=layout, checksum="4" * 64, captured_at=monday,
+                             shelf=ShelfFactory(camera__store__company=company))
+    here = FrameFactory(shelf=shelf, blocks=layout, checksum="5" * 64, captured_at=monday)
+    record_labels(decisions=[
+        Decision(box=BoxFactory(frame=elsewhere, x=10, y=20, w=60, h=100), product=red_a, action=Label.Action.IMPORTED),
+        Decision(box=BoxFactory(frame=here, x=10, y=20, w=60, h=100), product=red_b, action=Label.Action.IMPORTED),
+    ])
+    later = FrameFactory(shelf=shelf, blocks=layout, checksum="6" * 64, captured_at=monday + timedelta(days=1))
+    box = BoxFactory(frame=later, x=10, y=20, w=60, h=100)
+
+    history = selectors.shelf_history(shelf_id=shelf.pk, before=later.captured_at, window_days=30)
+    assert history.product_ids.tolist() == [red_b.pk]
+    assert history.boxes[0].tolist() == pytest.approx([10 / 320, 20 / 160, 60 / 320, 100 / 160])
+    assert selectors.shelf_history(shelf_id=shelf.pk, before=monday, window_days=30).product_ids.size == 0
+
+    v1 = Pipeline(tiny_embedder, search_space, PipelineConfig.named("v1", realgram=RealgramConfig(weight=0.5)))
+    with engines.override(embedder=tiny_embedder, search_space=search_space, pipeline=v1, detector=None):
+        prelabel_frame(frame_id=later.pk)
+    prediction = Prediction.objects.get(box=box)
+    assert prediction.pipeline_version.name == "v1"
+    assert prediction.product_id == red_b.pk
+    top = prediction.candidates[0]
+    assert top["components"]["realgram"] > 0 and top["components"]["knn"] > 0.99
+    assert {c["product_id"] for c in prediction.candidates} == {red_a.pk, red_b.pk}
