@@ -19,7 +19,7 @@ from inference.detector import YoloDetector
 from inference.embedder import Embedder, load_embedder
 from inference.pipeline import Pipeline, PipelineConfig
 from inference.realgram import RealgramConfig
-from inference.search_space import SearchSpace, collection_name, connect_qdrant
+from inference.search_space import QdrantSearchSpace, collection_name, connect_qdrant
 
 _lock = threading.RLock()  # engines are built from other engines
 _engines: dict[str, object] = {}
@@ -57,10 +57,10 @@ def qdrant_client():
     return _get("qdrant", build)
 
 
-def search_space() -> SearchSpace:
-    def build() -> SearchSpace:
+def search_space() -> QdrantSearchSpace:
+    def build() -> QdrantSearchSpace:
         model = embedder()
-        return SearchSpace(qdrant_client(), collection_name(model.name), model.dim)
+        return QdrantSearchSpace(qdrant_client(), collection_name(model.name), model.dim)
 
     return _get("search_space", build)
 

@@ -1,9 +1,14 @@
-"""The search space: annotated crops as vectors in Qdrant, with the payload that filters them.
+"""The search space: annotated crops as vectors, with the payload that filters them.
+
+One interface, two engines:
+- ``QdrantSearchSpace``: a Qdrant collection through qdrant-client, on a server (production) or in
+  qdrant-client's embedded local mode (the app's default on one machine);
+- ``ExactSearchSpace``: exact cosine search in numpy, in memory, for replays that run thousands of
+  queries against a growing index (local mode answers in seconds at 100k points, numpy in ms).
 
 One collection per embedder version (vectors of different embedders are not comparable). Each
 point is one annotated box, its id the box id, so upserting a relabelled box replaces its point.
-Searches are always filtered by company. The same code runs against a Qdrant server and against
-qdrant-client's embedded local mode.
+Searches are always filtered by company.
 """
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 from qdrant_client import QdrantClient, models
@@ -64,8 +70,27 @@ def collection_name(embedder_name: str) -> str:
     return "crops-" + re.sub(r"[^A-Za-z0-9_-]+", "-", embedder_name).strip("-")
 
 
-class SearchSpace:
+class SearchSpace(Protocol):
     """Top-K search over annotated crops of one embedder version."""
+
+    dim: int
+
+    def ensure_collection(self) -> None: ...
+
+    def recreate(self) -> None: ...
+
+    def upsert(self, points: Sequence[CropPoint]) -> None: ...
+
+    def delete(self, box_ids: Sequence[int]) -> None: ...
+
+    def count(self, company_id: int | None = None) -> int: ...
+
+    def search(self, vectors: np.ndarray, *, company_id: int, store_id: int | None = None,
+               category_id: int | None = None, limit: int = 10) -> list[list[Neighbour]]: ...
+
+
+class QdrantSearchSpace:
+    """A Qdrant collection: a server, or qdrant-client's embedded local mode."""
 
     def __init__(self, client: QdrantClient, collection: str, dim: int):
         self.client = client
@@ -144,3 +169,89 @@ def _filter(**fields: int | None) -> models.Filter:
         must=[models.FieldCondition(key=key, match=models.MatchValue(value=value))
               for key, value in fields.items() if value is not None]
     )
+
+
+class ExactSearchSpace:
+    """Exact cosine search in memory. Rows live in growable arrays; a deleted or replaced point
+    leaves a dead row, so writes never copy the whole index."""
+
+    _FIELDS = ("company_id", "store_id", "category_id", "product_id")
+
+    def __init__(self, dim: int, capacity: int = 1024):
+        self.dim = dim
+        self._vectors = np.zeros((capacity, dim), np.float32)
+        self._columns = {field: np.zeros(capacity, np.int64) for field in self._FIELDS}
+        self._ids = np.zeros(capacity, np.int64)
+        self._alive = np.zeros(capacity, bool)
+        self._row_of: dict[int, int] = {}
+        self._size = 0
+
+    def ensure_collection(self) -> None:
+        """Nothing to create: the index exists from construction."""
+
+    def recreate(self) -> None:
+        self.__init__(self.dim)
+
+    def _grow(self, needed: int) -> None:
+        capacity = len(self._ids)
+        if needed <= capacity:
+            return
+        capacity = max(needed, 2 * capacity)
+        self._vectors = np.resize(self._vectors, (capacity, self.dim))
+        self._ids = np.resize(self._ids, capacity)
+        alive = np.zeros(capacity, bool)
+        alive[: self._size] = self._alive[: self._size]
+        self._alive = alive
+        self._columns = {field: np.resize(column, capacity) for field, column in self._columns.items()}
+
+    def upsert(self, points: Sequence[CropPoint]) -> None:
+        if not points:
+            return
+        self.delete([p.box_id for p in points])
+        start, end = self._size, self._size + len(points)
+        self._grow(end)
+        vectors = np.stack([np.asarray(p.vector, np.float32) for p in points])
+        self._vectors[start:end] = vectors / np.linalg.norm(vectors, axis=1, keepdims=True).clip(1e-12)
+        self._ids[start:end] = [p.box_id for p in points]
+        for field in self._FIELDS:
+            # Unknown categories are -1: a category filter never matches them.
+            self._columns[field][start:end] = [-1 if getattr(p, field) is None else getattr(p, field) for p in points]
+        self._alive[start:end] = True
+        self._row_of.update((p.box_id, row) for row, p in enumerate(points, start=start))
+        self._size = end
+
+    def delete(self, box_ids: Sequence[int]) -> None:
+        rows = [self._row_of.pop(box_id) for box_id in box_ids if box_id in self._row_of]
+        self._alive[rows] = False
+
+    def count(self, company_id: int | None = None) -> int:
+        alive = self._alive[: self._size]
+        if company_id is not None:
+            alive = alive & (self._columns["company_id"][: self._size] == company_id)
+        return int(alive.sum())
+
+    def search(self, vectors: np.ndarray, *, company_id: int, store_id: int | None = None,
+               category_id: int | None = None, limit: int = 10) -> list[list[Neighbour]]:
+        queries = np.asarray(vectors, np.float32).reshape(-1, self.dim)
+        mask = self._alive[: self._size] & (self._columns["company_id"][: self._size] == company_id)
+        for field, value in (("store_id", store_id), ("category_id", category_id)):
+            if value is not None:
+                mask &= self._columns[field][: self._size] == value
+        rows = np.flatnonzero(mask)
+        if len(queries) == 0 or len(rows) == 0:
+            return [[] for _ in range(len(queries))]
+        queries = queries / np.linalg.norm(queries, axis=1, keepdims=True).clip(1e-12)
+        scores = queries @ self._vectors[rows].T  # (Q, n)
+        k = min(limit, len(rows))
+        top = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < len(rows) else np.tile(np.arange(len(rows)), (len(queries), 1))
+        results = []
+        for query_scores, candidates in zip(scores, top):
+            chosen = rows[candidates]
+            # Best first; equal scores by box id, so the ranking never depends on insertion order.
+            order = np.lexsort((self._ids[chosen], -query_scores[candidates]))
+            results.append([
+                Neighbour(product_id=int(self._columns["product_id"][chosen[i]]), score=float(query_scores[candidates[i]]),
+                          box_id=int(self._ids[chosen[i]]))
+                for i in order
+            ])
+        return results

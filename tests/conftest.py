@@ -5,7 +5,7 @@ import pytest
 from annotator import engines
 from inference.embedder import Embedder, EmbedderConfig, EmbeddingNet
 from inference.pipeline import Pipeline, PipelineConfig
-from inference.search_space import SearchSpace, connect_qdrant
+from inference.search_space import QdrantSearchSpace, connect_qdrant
 
 
 @pytest.fixture(autouse=True)
@@ -25,8 +25,8 @@ def tiny_embedder() -> Embedder:
 
 
 @pytest.fixture
-def search_space(tiny_embedder) -> SearchSpace:
-    return SearchSpace(connect_qdrant(path=":memory:"), "crops-tiny-test", tiny_embedder.dim)
+def search_space(tiny_embedder) -> QdrantSearchSpace:
+    return QdrantSearchSpace(connect_qdrant(path=":memory:"), "crops-tiny-test", tiny_embedder.dim)
 
 
 @pytest.fixture

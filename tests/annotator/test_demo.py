@@ -9,7 +9,7 @@ from django.core.management import call_command
 from annotator import engines
 from annotator.models import Frame, Prediction, Product
 from annotator.services.prelabel import prelabel_frame
-from inference.search_space import SearchSpace, collection_name, connect_qdrant
+from inference.search_space import QdrantSearchSpace, collection_name, connect_qdrant
 
 pytestmark = pytest.mark.django_db
 
@@ -30,7 +30,7 @@ def test_demo_store_is_annotated_in_part_and_prelabelled(monkeypatch, settings, 
     assert len(queued) == 15
 
     embedder = engines.embedder()  # the default: ImageNet EfficientNet-Lite0 from its wheel
-    space = SearchSpace(connect_qdrant(path=":memory:"), collection_name(embedder.name), embedder.dim)
+    space = QdrantSearchSpace(connect_qdrant(path=":memory:"), collection_name(embedder.name), embedder.dim)
     with engines.override(search_space=space):
         for frame_id in queued:
             prelabel_frame(frame_id=frame_id)

@@ -3,7 +3,7 @@ from datetime import datetime, timezone
 import numpy as np
 import pytest
 
-from inference.search_space import CropPoint, SearchSpace, collection_name, connect_qdrant
+from inference.search_space import CropPoint, QdrantSearchSpace, collection_name, connect_qdrant
 
 DIM = 4
 WHEN = datetime(2024, 5, 1, 12, 30, tzinfo=timezone.utc)
@@ -34,8 +34,8 @@ def client(location):
 
 
 @pytest.fixture
-def space(client) -> SearchSpace:
-    return SearchSpace(client, collection_name("test-embedder"), DIM)
+def space(client) -> QdrantSearchSpace:
+    return QdrantSearchSpace(client, collection_name("test-embedder"), DIM)
 
 
 def box_ids(neighbours) -> list[int]:
@@ -183,8 +183,8 @@ def test_count_by_company(space):
 
 
 def test_collections_of_different_embedders_are_separate(client):
-    a = SearchSpace(client, collection_name("embedder-a"), DIM)
-    b = SearchSpace(client, collection_name("embedder-b"), 3)
+    a = QdrantSearchSpace(client, collection_name("embedder-a"), DIM)
+    b = QdrantSearchSpace(client, collection_name("embedder-b"), 3)
     a.upsert([point(1, unit(1, 0, 0, 0))])
     b.upsert([point(1, unit(1, 0, 0)), point(2, unit(0, 1, 0))])
     assert (a.count(), b.count()) == (1, 2)
@@ -193,13 +193,13 @@ def test_collections_of_different_embedders_are_separate(client):
 def test_on_disk_points_survive_reopening(tmp_path):
     path = tmp_path / "qdrant"
     client = connect_qdrant(path=path)
-    space = SearchSpace(client, collection_name("persisted"), DIM)
+    space = QdrantSearchSpace(client, collection_name("persisted"), DIM)
     space.upsert([point(1, unit(1, 0, 0, 0), product_id=5), point(2, unit(0, 1, 0, 0), product_id=6, company_id=2)])
     client.close()
 
     client = connect_qdrant(path=path)
     try:
-        space = SearchSpace(client, collection_name("persisted"), DIM)
+        space = QdrantSearchSpace(client, collection_name("persisted"), DIM)
         assert space.count() == 2
         assert space.count(company_id=2) == 1
         (neighbours,) = space.search(np.array([unit(1, 0, 0, 0)]), company_id=1)
@@ -230,6 +230,6 @@ def test_collection_name_sanitises(name, expected):
 
 
 def test_collection_names_are_usable(client):
-    space = SearchSpace(client, collection_name("my model/v1.2 (fine-tuned)"), DIM)
+    space = QdrantSearchSpace(client, collection_name("my model/v1.2 (fine-tuned)"), DIM)
     space.upsert([point(1, unit(1, 0, 0, 0))])
     assert space.count() == 1
