@@ -87,12 +87,25 @@ class Pipeline:
         context: FrameContext,
         history: ShelfHistory | None = None,
     ) -> list[list[Candidate]]:
-        """Candidates from already computed embeddings (one row per box)."""
-        neighbours = self.search_space.search(vectors, company_id=context.company_id, limit=self.config.knn_neighbours)
-        candidates = [aggregate_neighbours(box_neighbours, self.config.top_k) for box_neighbours in neighbours]
-        if self.config.realgram is None or history is None or len(history) == 0 or context.captured_at is None:
-            return candidates
-        normalised = np.asarray(boxes, np.float64).reshape(-1, 4) / np.array(
-            [context.width, context.height, context.width, context.height], np.float64)
-        scores = realgram_scores(history, normalised, context.captured_at, self.config.realgram)
-        return apply_realgram(candidates, scores, self.config.top_k)
+        return rank_candidates(vectors, boxes, context, history, search_space=self.search_space, config=self.config)
+
+
+def rank_candidates(
+    vectors: np.ndarray,
+    boxes: Sequence[Bbox],
+    context: FrameContext,
+    history: ShelfHistory | None,
+    *,
+    search_space: SearchSpace,
+    config: PipelineConfig,
+) -> list[list[Candidate]]:
+    """Candidates for a frame's boxes from their embeddings (one row per box): kNN, then realgram
+    when the config has it and the shelf has history."""
+    neighbours = search_space.search(vectors, company_id=context.company_id, limit=config.knn_neighbours)
+    candidates = [aggregate_neighbours(box_neighbours, config.top_k) for box_neighbours in neighbours]
+    if config.realgram is None or history is None or len(history) == 0 or context.captured_at is None:
+        return candidates
+    normalised = np.asarray(boxes, np.float64).reshape(-1, 4) / np.array(
+        [context.width, context.height, context.width, context.height], np.float64)
+    scores = realgram_scores(history, normalised, context.captured_at, config.realgram)
+    return apply_realgram(candidates, scores, config.top_k)

@@ -1,0 +1,244 @@
+"""Offline replay: how a pipeline would have done in production, frame by frame, in time order.
+
+Frames are replayed per camera in capture order (file name order where the time is missing). Each
+frame is predicted using only what was annotated before it (search space and shelf history); then,
+by the annotation schedule, every N-th frame of each camera is annotated with its ground truth. The
+crops are the ground-truth boxes, so detector errors do not mix into classification accuracy.
+
+The replay holds its own in-memory search space (``ExactSearchSpace``): it never touches the app's
+database or Qdrant, and the same inputs always give the same numbers.
+"""
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from inference.pipeline import FrameContext, PipelineConfig, rank_candidates
+from inference.realgram import ShelfHistory
+from inference.search_space import CropPoint, ExactSearchSpace
+
+MATCH_IOU = 0.5  # boxes of consecutive frames this much overlapping are the same facing
+
+
+@dataclass(frozen=True)
+class ReplayFrame:
+    """One frame of a labelled dataset: where and when it was taken, its boxes and their truth."""
+
+    frame_id: int
+    file_name: str
+    store: str
+    camera: str
+    shelf: str
+    captured_at: datetime | None
+    width: int
+    height: int
+    boxes: np.ndarray  # (B, 4) x, y, w, h in pixels
+    truth: np.ndarray  # (B,) product ids
+
+
+@dataclass
+class PipelineScore:
+    """What one pipeline scored on the replay."""
+
+    pipeline: str
+    boxes: int = 0
+    predicted_boxes: int = 0
+    accuracy: float = 0.0
+    macro_accuracy: float = 0.0
+    accuracy_without_majority: float = 0.0
+    accuracy_per_store: dict[str, float] = field(default_factory=dict)
+    first_frames_accuracy: float = 0.0
+    flicker_rate: float = 0.0
+    matched_boxes: int = 0
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def replay_order(frames: Sequence[ReplayFrame]) -> list[tuple[ReplayFrame, float]]:
+    """Frames in the order production would have seen them, each with the moment used for it.
+
+    Per camera: by capture time, frames without one after them by file name. Across cameras: by
+    that moment; a frame without a time takes its camera predecessor's moment (a camera with no
+    time at all comes after every timed frame), so the order is total and deterministic."""
+    by_camera: dict[tuple[str, str], list[ReplayFrame]] = defaultdict(list)
+    for frame in frames:
+        by_camera[(frame.store, frame.camera)].append(frame)
+    ordered: list[tuple[float, str, str, int, ReplayFrame]] = []
+    for (store, camera), camera_frames in by_camera.items():
+        camera_frames.sort(key=lambda f: (f.captured_at is None, f.captured_at or datetime.min.replace(tzinfo=UTC), f.file_name))
+        moment = float("inf")
+        for position, frame in enumerate(camera_frames):
+            if frame.captured_at is not None:
+                moment = frame.captured_at.timestamp()
+            ordered.append((moment, store, camera, position, frame))
+    ordered.sort(key=lambda item: item[:4])
+    return [(frame, moment) for moment, _store, _camera, _position, frame in ordered]
+
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of every box in ``a`` (N, 4 x, y, w, h) with every box in ``b`` (M, 4)."""
+    ax0, ay0 = a[:, 0:1], a[:, 1:2]
+    ax1, ay1 = ax0 + a[:, 2:3], ay0 + a[:, 3:4]
+    bx0, by0 = b[:, 0], b[:, 1]
+    bx1, by1 = bx0 + b[:, 2], by0 + b[:, 3]
+    inter = np.clip(np.minimum(ax1, bx1) - np.maximum(ax0, bx0), 0, None) * np.clip(
+        np.minimum(ay1, by1) - np.maximum(ay0, by0), 0, None)
+    union = a[:, 2:3] * a[:, 3:4] + b[:, 2] * b[:, 3] - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+
+
+def match_boxes(previous: np.ndarray, current: np.ndarray, threshold: float = MATCH_IOU) -> list[tuple[int, int]]:
+    """Greedy one-to-one matching of two frames' boxes by IoU (best pairs first)."""
+    if len(previous) == 0 or len(current) == 0:
+        return []
+    iou = iou_matrix(previous, current)
+    pairs = np.argwhere(iou >= threshold)
+    order = np.lexsort((pairs[:, 1], pairs[:, 0], -iou[pairs[:, 0], pairs[:, 1]]))
+    used_previous, used_current, matches = set(), set(), []
+    for i, j in pairs[order]:
+        if i not in used_previous and j not in used_current:
+            used_previous.add(int(i))
+            used_current.add(int(j))
+            matches.append((int(i), int(j)))
+    return matches
+
+
+def run_replay(
+    frames: Sequence[ReplayFrame],
+    vectors: Callable[[ReplayFrame], np.ndarray],
+    pipelines: Sequence[PipelineConfig],
+    *,
+    dim: int,
+    annotate_every: int = 2,
+    scored: Callable[[ReplayFrame], bool] | None = None,
+) -> list[PipelineScore]:
+    """Replay ``frames`` through each pipeline. ``vectors(frame)`` gives the frame's crop embeddings
+    (one row per box). Every pipeline sees the same annotations (the schedule does not depend on
+    predictions), so they share one search space and one shelf history. Only frames for which
+    ``scored(frame)`` holds count in the scores (all of them by default); every frame still feeds
+    the search space, as in production."""
+    if annotate_every < 1:
+        raise ValueError("annotate_every must be at least 1")
+    space = ExactSearchSpace(dim)
+    history_rows: dict[str, list] = defaultdict(list)
+    seen_per_camera: dict[tuple[str, str], int] = defaultdict(int)
+    previous: dict[tuple[str, str], tuple[ReplayFrame, list[np.ndarray]]] = {}
+    truth_all: list[np.ndarray] = []
+    stores_all: list[np.ndarray] = []
+    first_all: list[np.ndarray] = []
+    predicted_all: list[list[np.ndarray]] = [[] for _ in pipelines]
+    flicker = [[0, 0] for _ in pipelines]  # [label changed, matched] over boxes whose truth did not change
+    shelf_ids: dict[str, int] = {}
+    store_ids: dict[str, int] = {}
+
+    for frame, moment in replay_order(frames):
+        camera = (frame.store, frame.camera)
+        frame_vectors = vectors(frame)
+        shelf_id = shelf_ids.setdefault(frame.shelf, len(shelf_ids) + 1)
+        store_id = store_ids.setdefault(frame.store, len(store_ids) + 1)
+        context = FrameContext(company_id=1, store_id=store_id, shelf_id=shelf_id, width=frame.width,
+                               height=frame.height, captured_at=moment if np.isfinite(moment) else None)
+        history = ShelfHistory.from_rows(history_rows[frame.shelf])
+        predictions = []
+        for index, config in enumerate(pipelines):
+            ranked = rank_candidates(frame_vectors, frame.boxes, context, history, search_space=space, config=config)
+            predictions.append(np.array([c[0].product_id if c else -1 for c in ranked], np.int64))
+        counted = scored is None or scored(frame)
+        if counted:
+            truth_all.append(frame.truth)
+            stores_all.append(np.full(len(frame.truth), frame.store, dtype=object))
+            first_all.append(np.full(len(frame.truth), seen_per_camera[camera] == 0))
+            for index, predicted in enumerate(predictions):
+                predicted_all[index].append(predicted)
+
+        if counted and camera in previous:
+            before, before_predictions = previous[camera]
+            for i, j in match_boxes(before.boxes, frame.boxes):
+                if before.truth[i] != frame.truth[j]:
+                    continue
+                for index in range(len(pipelines)):
+                    was, now = before_predictions[index][i], predictions[index][j]
+                    if was >= 0 and now >= 0:  # a first suggestion is not a jump
+                        flicker[index][1] += 1
+                        flicker[index][0] += int(was != now)
+        previous[camera] = (frame, predictions)
+
+        if seen_per_camera[camera] % annotate_every == 0:
+            annotate(space, history_rows, frame, frame_vectors, moment, shelf_id, store_id)
+        seen_per_camera[camera] += 1
+
+    truth = np.concatenate(truth_all) if truth_all else np.zeros(0, np.int64)
+    stores = np.concatenate(stores_all) if stores_all else np.zeros(0, object)
+    first = np.concatenate(first_all) if first_all else np.zeros(0, bool)
+    return [
+        score_pipeline(config.version, truth, np.concatenate(predicted) if predicted else np.zeros(0, np.int64),
+                       stores, first, *flicker[index])
+        for index, (config, predicted) in enumerate(zip(pipelines, predicted_all))
+    ]
+
+
+def annotate(space: ExactSearchSpace, history_rows: dict[str, list], frame: ReplayFrame, vectors: np.ndarray,
+             moment: float, shelf_id: int, store_id: int) -> None:
+    """The frame's ground truth enters the search space and its shelf's history."""
+    annotated_at = datetime.fromtimestamp(moment, UTC) if np.isfinite(moment) else datetime.max.replace(tzinfo=UTC)
+    space.upsert([
+        CropPoint(box_id=frame.frame_id * 100_000 + index, vector=vectors[index], product_id=int(product),
+                  frame_id=frame.frame_id, company_id=1, store_id=store_id, shelf_id=shelf_id, category_id=None,
+                  annotated_at=annotated_at)
+        for index, product in enumerate(frame.truth)
+    ])
+    if np.isfinite(moment):
+        scale = np.array([frame.width, frame.height, frame.width, frame.height], np.float64)
+        history_rows[frame.shelf].extend(
+            (int(product), tuple(box / scale), moment, frame.frame_id) for box, product in zip(frame.boxes, frame.truth)
+        )
+
+
+def score_pipeline(name: str, truth: np.ndarray, predicted: np.ndarray, stores: np.ndarray, first: np.ndarray,
+                   flickered: int, matched: int) -> PipelineScore:
+    correct = predicted == truth
+    classes = np.unique(truth)
+    majority = classes[np.argmax([np.sum(truth == c) for c in classes])] if len(classes) else None
+    minority = truth != majority
+    return PipelineScore(
+        pipeline=name,
+        boxes=int(len(truth)),
+        predicted_boxes=int(np.sum(predicted >= 0)),
+        accuracy=_mean(correct),
+        macro_accuracy=float(np.mean([_mean(correct[truth == c]) for c in classes])) if len(classes) else 0.0,
+        accuracy_without_majority=_mean(correct[minority]),
+        accuracy_per_store={str(s): _mean(correct[stores == s]) for s in sorted(set(stores.tolist()))},
+        first_frames_accuracy=_mean(correct[first]),
+        flicker_rate=flickered / matched if matched else 0.0,
+        matched_boxes=matched,
+    )
+
+
+def _mean(values: np.ndarray) -> float:
+    return float(np.mean(values)) if len(values) else 0.0
+
+
+def cached_vectors(frames: Sequence[ReplayFrame], embed: Callable[[ReplayFrame], np.ndarray], cache: Path | None,
+                   key: str) -> dict[int, np.ndarray]:
+    """Every frame's crop embeddings, computed once per (embedder, dataset) and kept in ``cache``."""
+    path = None
+    if cache is not None:
+        digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+        path = cache / f"embeddings-{digest}.npz"
+        if path.exists():
+            stored = np.load(path)
+            if all(f"frame_{f.frame_id}" in stored for f in frames):
+                return {f.frame_id: stored[f"frame_{f.frame_id}"] for f in frames}
+    result = {frame.frame_id: embed(frame) for frame in frames}
+    if path is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+        np.savez(path, **{f"frame_{frame_id}": v for frame_id, v in result.items()})
+    return result
+

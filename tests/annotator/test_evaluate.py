@@ -1,0 +1,73 @@
+"""`manage.py evaluate`: the replay from the command line, its JSON and its errors."""
+import json
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from inference.embedder import save_checkpoint
+from tests.coco_files import write_coco
+
+FIELDS = {"accuracy", "macro_accuracy", "accuracy_per_store", "predicted_boxes", "flicker_rate", "boxes"}
+
+
+@pytest.fixture
+def checkpoint(tiny_embedder, tmp_path):
+    path = tmp_path / "tiny.pt"
+    save_checkpoint(tiny_embedder.model, tiny_embedder.config, path, name="tiny-eval")
+    return path
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    frames = []
+    for camera in ("cam-1", "cam-2"):
+        for minute in range(4):
+            frames.append({"name": f"{camera}-{minute}.jpg", "camera": camera, "shelf": camera,
+                           "captured_at": f"2024-01-01T10:0{minute}:00" if minute != 2 else None,
+                           "boxes": [(10, 10, 40, 60, 1), (60, 10, 40, 60, 2), (110, 10, 40, 60, 1)]})
+    frames.append({"name": "lonely.jpg", "camera": "cam-3", "shelf": "cam-3", "captured_at": None,
+                   "boxes": [(10, 10, 40, 60, 2)]})
+    return write_coco(tmp_path / "data", frames)
+
+
+def test_evaluate_writes_the_same_numbers_twice(dataset, checkpoint, tmp_path, settings, capsys):
+    settings.VAR_DIR = tmp_path / "var"
+    out = tmp_path / "first.json"
+    call_command("evaluate", str(dataset), embedder=str(checkpoint), json_out=out)
+    printed = capsys.readouterr().out
+    assert "3 images have no captured_at" in printed
+    assert "v0" in printed and "v1" in printed
+    first = json.loads(out.read_text())
+    assert set(first["results"]) == {"v0", "v1"}
+    for result in first["results"].values():
+        assert FIELDS <= set(result)
+        assert result["boxes"] == 25
+        assert 0 < result["predicted_boxes"] < 25  # the first frame has nothing to search
+    second_path = tmp_path / "second.json"
+    call_command("evaluate", str(dataset), embedder=str(checkpoint), json_out=second_path)
+    assert json.loads(second_path.read_text())["results"] == first["results"]
+
+
+def test_report_shelves_scores_a_subset(dataset, checkpoint, tmp_path, settings):
+    settings.VAR_DIR = tmp_path / "var"
+    out = tmp_path / "subset.json"
+    call_command("evaluate", str(dataset), embedder=str(checkpoint), pipelines="v0", report_shelves="cam-2", json_out=out)
+    assert json.loads(out.read_text())["results"]["v0"]["boxes"] == 12
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"pipelines": "v0,v9"}, "unknown pipeline 'v9'"),
+    ({"annotate_every": 0}, "--annotate-every must be at least 1"),
+    ({"report_shelves": "("}, "bad regex"),
+])
+def test_bad_options_are_one_line_errors(dataset, options, message):
+    with pytest.raises(CommandError, match=message):
+        call_command("evaluate", str(dataset), **options)
+
+
+def test_a_box_outside_its_image_is_a_clear_error(tmp_path):
+    path = write_coco(tmp_path, [{"name": "a.jpg", "captured_at": None, "boxes": [(300, 10, 40, 60, 1)]}])
+    with pytest.raises(CommandError) as error:
+        call_command("evaluate", str(path))
+    assert "lies outside its image" in str(error.value) and "\n" not in str(error.value)
