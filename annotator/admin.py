@@ -103,3 +103,10 @@ class ModelVersionAdmin(admin.ModelAdmin):
 class SearchSpaceOutboxAdmin(admin.ModelAdmin):
     list_display = ["id", "company", "box_key", "operation", "attempts", "delivered_at", "last_error"]
     list_filter = ["operation", "delivered_at"]
+
+
+@admin.register(models.IngestedObject)
+class IngestedObjectAdmin(admin.ModelAdmin):
+    list_display = ["source_uri", "outcome", "frame", "seen_at"]
+    list_filter = ["outcome"]
+    search_fields = ["source_uri"]

@@ -155,6 +155,26 @@ class Frame(models.Model):
         return f"{self.camera} @ {self.captured_at or self.image.name}"
 
 
+class IngestedObject(models.Model):
+    """Every camera object ingestion has looked at, so the next poll skips it without downloading
+    it again, unless the object changed (another ETag)."""
+
+    class Outcome(models.TextChoices):
+        REGISTERED = "registered", "registered"
+        DUPLICATE = "duplicate", "same image as another frame"
+        IGNORED = "ignored", "key does not follow the convention"
+        UNREADABLE = "unreadable", "not a readable image"
+
+    source_uri = models.CharField(max_length=1024, unique=True)
+    etag = models.CharField(max_length=200, blank=True)
+    outcome = models.CharField(max_length=20, choices=Outcome.choices)
+    frame = models.ForeignKey(Frame, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    seen_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.source_uri} ({self.outcome})"
+
+
 class Box(models.Model):
     """A product box on a frame, in pixels of the stored image (x, y = top-left corner)."""
 

@@ -1,7 +1,8 @@
 """S3 ingestion of camera frames by the key convention
 ``<company>/<store>/<camera>/<YYYYmmddTHHMMSS>.jpg`` (the camera sees one shelf, named after it).
 Registering is idempotent: an object already registered, or the same image under another key, is
-one frame."""
+one frame. Every object looked at is recorded with its ETag, so a later poll downloads only what is
+new or changed (a corrupt frame re-uploaded under the same key is picked up again)."""
 from __future__ import annotations
 
 import logging
@@ -11,7 +12,7 @@ from datetime import UTC, datetime
 
 from django.db import transaction
 
-from annotator.models import Frame
+from annotator.models import Frame, IngestedObject
 from annotator.services.frames import register_frame
 from annotator.services.locations import get_or_create_company, get_or_create_shelf
 from inference.images import ImageError
@@ -58,24 +59,32 @@ def ingest_s3(*, client, bucket: str, prefix: str = "", queue=None) -> IngestRep
     report = IngestReport()
     paginator = client.get_paginator("list_objects_v2")
     for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
-        keys = [item["Key"] for item in page.get("Contents", [])]
-        uris = {key: f"s3://{bucket}/{key}" for key in keys}
-        known = set(Frame.objects.filter(source_uri__in=uris.values()).values_list("source_uri", flat=True))
-        for key in keys:
-            if uris[key] in known:
+        etags = {f"s3://{bucket}/{item['Key']}": item.get("ETag", "") for item in page.get("Contents", [])}
+        seen = {uri: (etag, outcome) for uri, etag, outcome in
+                IngestedObject.objects.filter(source_uri__in=etags).values_list("source_uri", "etag", "outcome")}
+        registered = set(Frame.objects.filter(source_uri__in=etags).values_list("source_uri", flat=True))
+        for uri, etag in etags.items():
+            key = uri.removeprefix(f"s3://{bucket}/")
+            if uri in registered:
                 report.already_known += 1
+                continue
+            if uri in seen and seen[uri][0] == etag:
+                report.already_known += seen[uri][1] == IngestedObject.Outcome.DUPLICATE
                 continue
             origin = parse_key(key)
             if origin is None:
                 report.ignored_keys.append(key)
+                _record(uri, etag, IngestedObject.Outcome.IGNORED)
                 continue
             data = client.get_object(Bucket=bucket, Key=key)["Body"].read()
             try:
-                frame, created = _register(origin=origin, data=data, key=key, source_uri=uris[key])
+                frame, created = _register(origin=origin, data=data, key=key, source_uri=uri)
             except ImageError as error:
-                logger.warning("s3://%s/%s is not a readable image: %s", bucket, key, error)
+                logger.warning("%s is not a readable image: %s", uri, error)
                 report.unreadable.append(key)
+                _record(uri, etag, IngestedObject.Outcome.UNREADABLE)
                 continue
+            _record(uri, etag, IngestedObject.Outcome.REGISTERED if created else IngestedObject.Outcome.DUPLICATE, frame)
             if created:
                 report.registered.append(frame.pk)
                 if queue is not None:
@@ -83,6 +92,10 @@ def ingest_s3(*, client, bucket: str, prefix: str = "", queue=None) -> IngestRep
             else:
                 report.already_known += 1
     return report
+
+
+def _record(uri: str, etag: str, outcome: str, frame: Frame | None = None) -> None:
+    IngestedObject.objects.update_or_create(source_uri=uri, defaults={"etag": etag, "outcome": outcome, "frame": frame})
 
 
 @transaction.atomic

@@ -19,7 +19,7 @@ from django.core.management import CommandError, call_command
 from django.db import transaction
 from moto.server import ThreadedMotoServer
 
-from annotator.models import Camera, Company, Frame, Shelf, Store
+from annotator.models import Camera, Company, Frame, IngestedObject, Shelf, Store
 from annotator.services.ingest import ingest_s3
 from annotator.tasks import ingest_s3_frames, prelabel_frame
 from tests.factories import ShelfFactory, shelf_image
@@ -488,3 +488,20 @@ def test_beat_schedules_s3_ingestion_when_a_bucket_is_configured(tmp_path):
 def test_beat_schedules_nothing_without_a_bucket(tmp_path):
     config = beat_configuration(tmp_path, INGEST_S3_BUCKET="")
     assert not any(entry["task"] == "annotator.tasks.ingest_s3_frames" for entry in config["app"].values())
+
+
+@pytest.mark.django_db
+def test_an_unreadable_object_is_not_downloaded_again_until_it_changes(s3, bucket):
+    key = "acme/s1/cam-1/20240101T100000.jpg"
+    put(s3, bucket, key, b"half a jpeg")
+    downloads: list[str] = []
+    s3.meta.events.register("before-parameter-build.s3.GetObject", lambda params, **kwargs: downloads.append(params["Key"]))
+
+    assert ingest_s3(client=s3, bucket=bucket).unreadable == [key]
+    again = ingest_s3(client=s3, bucket=bucket)
+    assert (again.unreadable, again.registered, downloads) == ([], [], [key])
+
+    put(s3, bucket, key, image(7))  # the camera uploads the frame again, whole this time
+    fixed = ingest_s3(client=s3, bucket=bucket)
+    assert len(fixed.registered) == 1 and downloads == [key, key]
+    assert IngestedObject.objects.get(source_uri=f"s3://{bucket}/{key}").outcome == IngestedObject.Outcome.REGISTERED
