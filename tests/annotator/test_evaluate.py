@@ -71,3 +71,24 @@ def test_a_box_outside_its_image_is_a_clear_error(tmp_path):
     with pytest.raises(CommandError) as error:
         call_command("evaluate", str(path))
     assert "lies outside its image" in str(error.value) and "\n" not in str(error.value)
+
+
+def test_tune_realgram_saves_a_config_the_pipeline_loads(dataset, checkpoint, tmp_path, settings, capsys):
+    from inference.realgram import RealgramConfig
+
+    settings.VAR_DIR = tmp_path / "var"
+    out = tmp_path / "realgram.json"
+    call_command("tune_realgram", str(dataset), embedder=str(checkpoint), trials=2, out=out, tune_shelves="cam-1")
+    printed = capsys.readouterr().out
+    assert "tuning on 1 shelves, reporting on 2 held-out shelves" in printed
+    assert "v1 tuned" in printed
+    config = RealgramConfig.from_dict(json.loads(out.read_text()))
+    assert config.window_days == 30.0
+    out_eval = tmp_path / "eval.json"
+    call_command("evaluate", str(dataset), embedder=str(checkpoint), realgram_config=out, json_out=out_eval)
+    assert json.loads(out_eval.read_text())["pipelines"]["v1"]["realgram"]["weight"] == config.weight
+
+
+def test_tune_realgram_needs_held_out_shelves(dataset):
+    with pytest.raises(CommandError, match="need shelves to tune on and others to report on"):
+        call_command("tune_realgram", str(dataset), trials=1, tune_shelves=".")

@@ -4,16 +4,14 @@ import json
 import re
 from pathlib import Path
 
-import numpy as np
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from annotator.coco import CocoError, load_coco
-from inference.embedder import load_embedder
-from inference.images import ImageError, crop_boxes, open_image
+from annotator.coco import CocoError
+from annotator.replays import prepare_replay
 from inference.pipeline import PIPELINE_VERSIONS, PipelineConfig
 from inference.realgram import RealgramConfig
-from inference.replay import ReplayFrame, cached_vectors, run_replay
+from inference.replay import run_replay
 
 
 class Command(BaseCommand):
@@ -36,37 +34,14 @@ class Command(BaseCommand):
             raise CommandError(f"--annotate-every must be at least 1, not {annotate_every}")
         shelf_filter = self.shelf_filter(report_shelves)
         try:
-            data = load_coco(dataset)
+            prepared = prepare_replay(dataset=dataset, embedder=embedder, cache=settings.VAR_DIR / "cache")
         except CocoError as error:
             raise CommandError(str(error)) from None
-        unlabelled = [b.id for image in data.images for b in image.boxes if b.category_id is None]
-        if unlabelled:
-            raise CommandError(f"{data.path}: annotation {unlabelled[0]} has no category; a replay needs ground truth")
+        data = prepared.dataset
         if data.missing_captured_at:
             self.stdout.write(f"{data.missing_captured_at} images have no captured_at: "
                               "they follow their camera's timed frames in file name order")
-        frames = [
-            ReplayFrame(
-                frame_id=image.id, file_name=image.file_name, store=image.store, camera=image.camera, shelf=image.shelf,
-                captured_at=image.captured_at, width=image.width, height=image.height,
-                boxes=np.array([b.bbox for b in image.boxes], np.float64).reshape(-1, 4),
-                truth=np.array([b.category_id for b in image.boxes], np.int64),
-            )
-            for image in data.images
-        ]
-        paths = {image.id: image.path for image in data.images}
-        model = load_embedder(embedder or None)
-
-        def embed(frame: ReplayFrame) -> np.ndarray:
-            try:
-                image = open_image(paths[frame.frame_id])
-            except ImageError as error:
-                raise CommandError(f"{paths[frame.frame_id]}: {error}") from None
-            return model.embed(crop_boxes(image, [tuple(b) for b in frame.boxes]))
-
-        vectors = cached_vectors(frames, embed, settings.VAR_DIR / "cache",
-                                 key=f"{model.name}|{data.path.resolve()}|{data.path.stat().st_mtime_ns}")
-        scores = run_replay(frames, lambda f: vectors[f.frame_id], configs, dim=model.dim,
+        scores = run_replay(prepared.frames, prepared.vectors_of(), configs, dim=prepared.dim,
                             annotate_every=annotate_every,
                             scored=(lambda f: bool(shelf_filter.search(f.shelf))) if shelf_filter else None)
         names = {c.id: c.name for c in data.categories.values()}
@@ -74,7 +49,7 @@ class Command(BaseCommand):
         if json_out:
             json_out.parent.mkdir(parents=True, exist_ok=True)
             json_out.write_text(json.dumps({
-                "dataset": str(data.path), "embedder": model.name, "annotate_every": annotate_every,
+                "dataset": str(data.path), "embedder": prepared.embedder_name, "annotate_every": annotate_every,
                 "report_shelves": report_shelves, "categories": names,
                 "pipelines": {c.version: c.as_dict() for c in configs},
                 "results": {s.pipeline: s.as_dict() for s in scores},

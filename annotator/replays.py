@@ -1,0 +1,56 @@
+"""Preparing a COCO shelf dataset for a replay: frames with their ground truth, and every crop's
+embedding (computed once per embedder and dataset, then cached under VAR_DIR/cache)."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from annotator.coco import CocoDataset, CocoError, load_coco
+from inference.embedder import load_embedder
+from inference.images import ImageError, crop_boxes, open_image
+from inference.replay import ReplayFrame, cached_vectors
+
+
+@dataclass
+class PreparedReplay:
+    dataset: CocoDataset
+    frames: list[ReplayFrame]
+    vectors: dict[int, np.ndarray]
+    embedder_name: str
+    dim: int
+
+    def vectors_of(self) -> Callable[[ReplayFrame], np.ndarray]:
+        return lambda frame: self.vectors[frame.frame_id]
+
+
+def prepare_replay(*, dataset: str | Path, embedder: str | Path | None, cache: Path) -> PreparedReplay:
+    """Raises CocoError (naming the file and the problem) for a dataset that cannot be replayed."""
+    data = load_coco(dataset)
+    unlabelled = [b.id for image in data.images for b in image.boxes if b.category_id is None]
+    if unlabelled:
+        raise CocoError(f"{data.path}: annotation {unlabelled[0]} has no category; a replay needs ground truth")
+    frames = [
+        ReplayFrame(
+            frame_id=image.id, file_name=image.file_name, store=image.store, camera=image.camera, shelf=image.shelf,
+            captured_at=image.captured_at, width=image.width, height=image.height,
+            boxes=np.array([b.bbox for b in image.boxes], np.float64).reshape(-1, 4),
+            truth=np.array([b.category_id for b in image.boxes], np.int64),
+        )
+        for image in data.images
+    ]
+    paths = {image.id: image.path for image in data.images}
+    model = load_embedder(embedder or None)
+
+    def embed(frame: ReplayFrame) -> np.ndarray:
+        try:
+            image = open_image(paths[frame.frame_id])
+        except ImageError as error:
+            raise CocoError(f"{paths[frame.frame_id]}: {error}") from None
+        return model.embed(crop_boxes(image, [tuple(b) for b in frame.boxes]))
+
+    key = f"{model.name}|{data.path.resolve()}|{data.path.stat().st_mtime_ns}"
+    vectors = cached_vectors(frames, embed, cache, key=key)
+    return PreparedReplay(data, frames, vectors, model.name, model.dim)
