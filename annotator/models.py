@@ -231,9 +231,11 @@ class ModelVersion(models.Model):
 
 
 class PipelineVersion(models.Model):
-    """One named configuration of the pre-labelling pipeline (v0, v1, ...) and the models it ran."""
+    """One configuration of the pre-labelling pipeline (v0, v1, ...) with the models it ran: the same
+    name with another embedder or other hyperparameters is another version."""
 
-    name = models.CharField(max_length=100, unique=True)
+    name = models.CharField(max_length=100)
+    config_digest = models.CharField(max_length=64, blank=True)
     embedder = models.ForeignKey(
         ModelVersion, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )
@@ -242,6 +244,12 @@ class PipelineVersion(models.Model):
     )
     config = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["name", "embedder", "detector", "config_digest"], name="unique_pipeline_version",
+                                    nulls_distinct=False),
+        ]
 
     def __str__(self) -> str:
         return self.name

@@ -2,6 +2,12 @@
 then the pipeline's ranked candidates for every box, stored as Predictions."""
 from __future__ import annotations
 
+import hashlib
+import json
+
+from pathlib import Path
+
+from django.conf import settings
 from django.db import transaction
 
 from annotator import engines
@@ -19,9 +25,16 @@ def current_pipeline_version() -> PipelineVersion:
         kind=ModelVersion.Kind.EMBEDDER, name=pipeline.embedder.name,
         defaults={"config": {"dim": pipeline.embedder.dim}},
     )
+    config = pipeline.config.as_dict()
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
+    detector_version = None
+    if engines.detector() is not None:
+        weights = Path(settings.DETECTOR_WEIGHTS)
+        detector_version, _ = ModelVersion.objects.get_or_create(
+            kind=ModelVersion.Kind.DETECTOR, name=weights.name, defaults={"path": str(weights)})
     version, _ = PipelineVersion.objects.get_or_create(
-        name=pipeline.config.version,
-        defaults={"embedder": embedder_version, "config": pipeline.config.as_dict()},
+        name=pipeline.config.version, embedder=embedder_version, detector=detector_version, config_digest=digest,
+        defaults={"config": config},
     )
     return version
 
