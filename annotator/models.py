@@ -40,6 +40,8 @@ class Store(models.Model):
     company = models.ForeignKey(Company, on_delete=models.CASCADE, related_name="stores")
     code = models.CharField(max_length=100)
     name = models.CharField(max_length=200, blank=True)
+    annotation_interval_hours = models.PositiveIntegerField(
+        default=72, help_text="Each camera gets one frame to label per this many hours")
 
     class Meta:
         ordering = ["company", "code"]
@@ -138,6 +140,10 @@ class Frame(models.Model):
     source_uri = models.CharField(max_length=1024, blank=True, help_text="Where the frame came from")
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED, db_index=True)
     status_reason = models.TextField(blank=True)
+    scheduled = models.BooleanField(default=False, db_index=True, help_text="Picked by the schedule for labelling")
+    leased_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
+                                  related_name="leased_frames")
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

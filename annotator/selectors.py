@@ -4,10 +4,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.db.models import F, Prefetch, QuerySet
+from django.db.models import Exists, F, OuterRef, Prefetch, Q, QuerySet
 from django.shortcuts import get_object_or_404
 
-from annotator.models import Box, Company, Frame, Label, Prediction, Product
+from annotator.models import Box, Company, Frame, Label, Prediction, Product, ProductImage
 from inference.realgram import ShelfHistory
 
 
@@ -18,7 +18,7 @@ def companies_of(user) -> QuerySet[Company]:
 
 
 def frames_for(user, *, status: str | None = None) -> QuerySet[Frame]:
-    frames = Frame.objects.filter(company__in=companies_of(user)).select_related("camera__store", "shelf")
+    frames = Frame.objects.filter(company__in=companies_of(user)).select_related("camera__store", "shelf", "leased_by")
     if status:
         frames = frames.filter(status=status)
     return frames.order_by("camera__store__code", "camera__code", F("captured_at").asc(nulls_last=True), "pk")
@@ -46,7 +46,7 @@ def frame_boxes(*, frame: Frame) -> list[BoxView]:
     )
     boxes = list(boxes)
     product_ids = {p.product_id for b in boxes for p in b.ordered_predictions[:1] if p.product_id}
-    products = Product.objects.in_bulk(product_ids)
+    products = with_thumbnails(Product.objects.all()).in_bulk(product_ids)
     views = []
     for box in boxes:
         prediction = box.ordered_predictions[0] if box.ordered_predictions else None
@@ -59,8 +59,27 @@ def frame_boxes(*, frame: Frame) -> list[BoxView]:
     return views
 
 
+def with_thumbnails(products: QuerySet[Product]) -> QuerySet[Product]:
+    return products.select_related("category").prefetch_related(
+        Prefetch("images", queryset=ProductImage.objects.order_by("-is_primary", "pk")))
+
+
 def products_for(user) -> QuerySet[Product]:
-    return Product.objects.filter(company__in=companies_of(user)).select_related("category").order_by("name", "pk")
+    return with_thumbnails(Product.objects.filter(company__in=companies_of(user))).order_by("name", "pk")
+
+
+def search_products(user, *, query: str = "", store_id: int | None = None, limit: int = 20) -> list[Product]:
+    """Type-ahead over the user's catalogue: names containing the query or skus starting with it,
+    the store's assortment (products labelled in that store) first, then by name."""
+    products = Product.objects.filter(company__in=companies_of(user))
+    if query:
+        products = products.filter(Q(name__icontains=query) | Q(sku__istartswith=query))
+    if store_id is not None:
+        in_store = Label.objects.filter(product=OuterRef("pk"), is_current=True, box__frame__camera__store_id=store_id)
+        products = products.annotate(in_store=Exists(in_store)).order_by("-in_store", "name", "pk")
+    else:
+        products = products.order_by("name", "pk")
+    return list(with_thumbnails(products)[:limit])
 
 
 def shelf_history(*, shelf_id: int, before: datetime, window_days: float) -> ShelfHistory:
@@ -79,3 +98,10 @@ def shelf_history(*, shelf_id: int, before: datetime, window_days: float) -> She
         (product, (x / width, y / height, w / width, h / height), taken.timestamp(), frame)
         for product, x, y, w, h, width, height, taken, frame in rows
     ])
+
+
+def products_of_boxes(views: list[BoxView]) -> list[Product]:
+    """Every product a frame's boxes mention (candidates, suggestions, labels), in one query."""
+    ids = {c["product_id"] for view in views if view.prediction for c in view.prediction.candidates}
+    ids |= {view.label.product_id for view in views if view.label and view.label.product_id}
+    return list(with_thumbnails(Product.objects.filter(pk__in=ids)).order_by("pk"))

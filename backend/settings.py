@@ -224,6 +224,7 @@ REALGRAM_CONFIG = env("REALGRAM_CONFIG")  # a JSON of realgram hyperparameters (
 KNN_NEIGHBOURS = env_int("KNN_NEIGHBOURS", 10)
 TOP_K_CANDIDATES = env_int("TOP_K_CANDIDATES", 10)
 EMBEDDING_BATCH_SIZE = env_int("EMBEDDING_BATCH_SIZE", 64)
+FRAME_LEASE_MINUTES = env_int("FRAME_LEASE_MINUTES", 20)  # how long an opened frame stays an annotator's
 TORCH_THREADS = env_int("TORCH_THREADS", 0)  # 0: torch's default
 
 REST_FRAMEWORK = {

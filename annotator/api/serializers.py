@@ -3,15 +3,22 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from annotator.models import Frame, Product
+from annotator import selectors
 from annotator.selectors import BoxView
 
 
 class ProductSerializer(serializers.ModelSerializer):
     category = serializers.CharField(source="category.name", default=None, read_only=True)
+    thumbnail_url = serializers.SerializerMethodField()
 
     class Meta:
         model = Product
-        fields = ["id", "sku", "name", "category"]
+        fields = ["id", "sku", "name", "category", "thumbnail_url"]
+
+    def get_thumbnail_url(self, product: Product) -> str | None:
+        # images are prefetched by the selectors, primary first
+        images = list(product.images.all())
+        return images[0].image.url if images else None
 
 
 class CandidateSerializer(serializers.Serializer):
@@ -40,13 +47,16 @@ class BoxViewSerializer(serializers.Serializer):
 
 class FrameSerializer(serializers.ModelSerializer):
     store = serializers.CharField(source="camera.store.code", read_only=True)
+    store_id = serializers.IntegerField(source="camera.store_id", read_only=True)
+    leased_by = serializers.CharField(source="leased_by.username", default=None, read_only=True)
     camera = serializers.CharField(source="camera.code", read_only=True)
     shelf = serializers.CharField(source="shelf.code", read_only=True)
     image_url = serializers.SerializerMethodField()
 
     class Meta:
         model = Frame
-        fields = ["id", "store", "camera", "shelf", "captured_at", "width", "height", "status", "status_reason", "image_url"]
+        fields = ["id", "store", "store_id", "camera", "shelf", "captured_at", "width", "height", "status",
+                  "status_reason", "scheduled", "leased_by", "lease_expires_at", "image_url"]
 
     def get_image_url(self, frame: Frame) -> str:
         return frame.image.url
@@ -54,9 +64,40 @@ class FrameSerializer(serializers.ModelSerializer):
 
 class FrameDetailSerializer(FrameSerializer):
     boxes = serializers.SerializerMethodField()
+    products = serializers.SerializerMethodField()
 
     class Meta(FrameSerializer.Meta):
-        fields = [*FrameSerializer.Meta.fields, "boxes"]
+        fields = [*FrameSerializer.Meta.fields, "boxes", "products"]
 
     def get_boxes(self, frame: Frame) -> list[dict]:
         return BoxViewSerializer(self.context["boxes"], many=True).data
+
+    def get_products(self, frame: Frame) -> list[dict]:
+        """Every product the boxes mention, with its thumbnail, so a client needs no more requests."""
+        return ProductSerializer(selectors.products_of_boxes(self.context["boxes"]), many=True).data
+
+
+class BoxAnswerSerializer(serializers.Serializer):
+    id = serializers.IntegerField(required=False, help_text="an existing box; leave out for a new box")
+    bbox = serializers.ListField(child=serializers.FloatField(), min_length=4, max_length=4, required=False,
+                                 help_text="a new box: x, y, w, h in pixels")
+    product_id = serializers.IntegerField(required=False, allow_null=True)
+    deleted = serializers.BooleanField(default=False)
+    time_spent_ms = serializers.IntegerField(min_value=0, max_value=3_600_000, default=0)
+
+    def validate(self, data: dict) -> dict:
+        if "id" not in data and "bbox" not in data:
+            raise serializers.ValidationError("each answer needs the id of a box or the bbox of a new one")
+        return data
+
+
+class SubmitSerializer(serializers.Serializer):
+    boxes = BoxAnswerSerializer(many=True, max_length=2000)
+
+
+class SubmitReportSerializer(serializers.Serializer):
+    frame_id = serializers.IntegerField()
+    confirmed = serializers.IntegerField()
+    corrected = serializers.IntegerField()
+    added = serializers.IntegerField()
+    deleted = serializers.IntegerField()

@@ -4,6 +4,10 @@ from annotator.api import views
 
 urlpatterns = [
     path("frames/", views.FrameList.as_view(), name="api-frame-list"),
+    path("frames/next/", views.NextFrame.as_view(), name="api-frame-next"),
     path("frames/<int:frame_id>/", views.FrameDetail.as_view(), name="api-frame-detail"),
+    path("frames/<int:frame_id>/lease/", views.FrameLease.as_view(), name="api-frame-lease"),
+    path("frames/<int:frame_id>/submit/", views.FrameSubmit.as_view(), name="api-frame-submit"),
     path("products/", views.ProductList.as_view(), name="api-product-list"),
+    path("products/search/", views.ProductSearch.as_view(), name="api-product-search"),
 ]

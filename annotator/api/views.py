@@ -1,12 +1,33 @@
+"""The REST API: everything the workspace does, for any client. Thin: parse, check access through
+the selectors (another company's data is a 404), call one service, render."""
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema
-from rest_framework import generics
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import generics, status
+from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from annotator import selectors
-from annotator.api.serializers import FrameDetailSerializer, FrameSerializer, ProductSerializer
+from annotator.api.serializers import (
+    FrameDetailSerializer,
+    FrameSerializer,
+    ProductSerializer,
+    SubmitReportSerializer,
+    SubmitSerializer,
+)
+from annotator.services import workspace
+
+
+class Conflict(APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_code = "conflict"
+
+
+def frame_detail_response(request: Request, frame) -> Response:
+    boxes = selectors.frame_boxes(frame=frame)
+    return Response(FrameDetailSerializer(frame, context={"boxes": boxes, "request": request}).data)
 
 
 class FrameList(generics.ListAPIView):
@@ -16,14 +37,58 @@ class FrameList(generics.ListAPIView):
         return selectors.frames_for(self.request.user, status=self.request.query_params.get("status"))
 
 
-class FrameDetail(generics.GenericAPIView):
-    serializer_class = FrameDetailSerializer
-
+class FrameDetail(APIView):
     @extend_schema(responses=FrameDetailSerializer)
     def get(self, request: Request, frame_id: int) -> Response:
-        frame = selectors.frame_for(request.user, frame_id=frame_id)
-        boxes = selectors.frame_boxes(frame=frame)
-        return Response(FrameDetailSerializer(frame, context={"boxes": boxes, "request": request}).data)
+        return frame_detail_response(request, selectors.frame_for(request.user, frame_id=frame_id))
+
+
+class NextFrame(APIView):
+    @extend_schema(request=None, responses={200: FrameDetailSerializer, 204: None})
+    def post(self, request: Request) -> Response:
+        """Lease the next scheduled frame to label; 204 when there is none."""
+        frame = workspace.lease_next_frame(user=request.user)
+        if frame is None:
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        return frame_detail_response(request, selectors.frame_for(request.user, frame_id=frame.pk))
+
+
+class FrameLease(APIView):
+    @extend_schema(request=None, responses={200: FrameDetailSerializer, 409: None})
+    def post(self, request: Request, frame_id: int) -> Response:
+        """Open the frame for labelling; 409 while another annotator holds it."""
+        selectors.frame_for(request.user, frame_id=frame_id)
+        try:
+            frame = workspace.lease_frame(frame_id=frame_id, user=request.user)
+        except workspace.WorkspaceError as error:
+            raise Conflict(str(error)) from None
+        return frame_detail_response(request, frame)
+
+    @extend_schema(request=None, responses={204: None})
+    def delete(self, request: Request, frame_id: int) -> Response:
+        workspace.release_frame(frame=selectors.frame_for(request.user, frame_id=frame_id), user=request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class FrameSubmit(APIView):
+    @extend_schema(request=SubmitSerializer, responses={200: SubmitReportSerializer, 400: None, 409: None})
+    def post(self, request: Request, frame_id: int) -> Response:
+        """Submit an answer for every box of the frame (and any new boxes), in one transaction."""
+        selectors.frame_for(request.user, frame_id=frame_id)
+        payload = SubmitSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        answers = [
+            workspace.BoxAnswer(box_id=a.get("id"), bbox=tuple(a["bbox"]) if "bbox" in a else None,
+                                product_id=a.get("product_id"), deleted=a["deleted"], time_spent_ms=a["time_spent_ms"])
+            for a in payload.validated_data["boxes"]
+        ]
+        try:
+            report = workspace.submit_frame(frame_id=frame_id, user=request.user, answers=answers)
+        except workspace.InvalidSubmission as error:
+            raise ValidationError({"detail": str(error)}) from None
+        except workspace.WorkspaceError as error:
+            raise Conflict(str(error)) from None
+        return Response(SubmitReportSerializer(report).data)
 
 
 class ProductList(generics.ListAPIView):
@@ -33,3 +98,16 @@ class ProductList(generics.ListAPIView):
         return selectors.products_for(self.request.user)
 
 
+class ProductSearch(APIView):
+    @extend_schema(parameters=[OpenApiParameter("q", str), OpenApiParameter("store", int),
+                               OpenApiParameter("limit", int)], responses=ProductSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        """Type-ahead over the catalogue, the store's assortment first."""
+        try:
+            store = int(request.query_params["store"]) if request.query_params.get("store") else None
+            limit = min(max(int(request.query_params.get("limit", 20)), 1), 50)
+        except ValueError:
+            raise ValidationError({"detail": "store and limit must be integers"}) from None
+        products = selectors.search_products(request.user, query=request.query_params.get("q", "").strip()[:100],
+                                             store_id=store, limit=limit)
+        return Response(ProductSerializer(products, many=True, context={"request": request}).data)

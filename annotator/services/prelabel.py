@@ -15,6 +15,7 @@ from annotator import selectors
 from annotator.models import Box, Frame, ModelVersion, PipelineVersion, Prediction
 from annotator.services import search_index
 from annotator.services.frames import set_status
+from annotator.services.workspace import schedule_frame
 from inference.images import open_image
 from inference.pipeline import FrameContext
 
@@ -42,7 +43,7 @@ def current_pipeline_version() -> PipelineVersion:
 def prelabel_frame(*, frame_id: int) -> Frame:
     """Predict every box of the frame. Idempotent: re-running replaces the frame's predictions of
     this pipeline version. A failure is recorded on the frame, with its reason, and re-raised."""
-    frame = Frame.objects.select_related("camera").get(pk=frame_id)
+    frame = Frame.objects.select_related("camera__store").get(pk=frame_id)
     # A labelled frame may be predicted again (a new pipeline version); it stays labelled.
     labelled = frame.status == Frame.Status.LABELLED
     if not labelled:
@@ -84,6 +85,7 @@ def prelabel_frame(*, frame_id: int) -> Frame:
             )
             if not labelled:
                 set_status(frame=frame, status=Frame.Status.READY)
+                schedule_frame(frame=frame)
     except Exception as error:
         if not labelled:
             set_status(frame=frame, status=Frame.Status.FAILED, reason=f"{type(error).__name__}: {error}"[:2000])
