@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from annotator.coco import CocoDataset, CocoError, load_coco
-from inference.embedder import load_embedder
+from inference.embedder import Embedder, load_embedder
 from inference.images import ImageError, crop_boxes, open_image
 from inference.replay import ReplayFrame, cached_vectors
 
@@ -19,8 +19,17 @@ class PreparedReplay:
     dataset: CocoDataset
     frames: list[ReplayFrame]
     vectors: dict[int, np.ndarray]
-    embedder_name: str
-    dim: int
+    embedder: Embedder
+    paths: dict[int, Path]
+    cache: Path
+
+    @property
+    def embedder_name(self) -> str:
+        return self.embedder.name
+
+    @property
+    def dim(self) -> int:
+        return self.embedder.dim
 
     def vectors_of(self) -> Callable[[ReplayFrame], np.ndarray]:
         return lambda frame: self.vectors[frame.frame_id]
@@ -53,4 +62,24 @@ def prepare_replay(*, dataset: str | Path, embedder: str | Path | None, cache: P
 
     key = f"{model.name}|{data.path.resolve()}|{data.path.stat().st_mtime_ns}"
     vectors = cached_vectors(frames, embed, cache, key=key)
-    return PreparedReplay(data, frames, vectors, model.name, model.dim)
+    return PreparedReplay(data, frames, vectors, model, paths, cache)
+
+
+def detect_replay(*, prepared: PreparedReplay, weights: str | Path) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Every frame's detected boxes (D, 4) and their embeddings, computed once per detector,
+    embedder and dataset. Raises FileNotFoundError for missing weights."""
+    from inference.detector import YoloDetector
+
+    weights = Path(weights)
+    detector = YoloDetector(weights)
+
+    def detect(frame: ReplayFrame) -> np.ndarray:
+        image = open_image(prepared.paths[frame.frame_id])
+        boxes = np.array([(d.x, d.y, d.w, d.h) for d in detector.detect(image)], np.float64).reshape(-1, 4)
+        vectors = prepared.embedder.embed(crop_boxes(image, [tuple(b) for b in boxes])).reshape(len(boxes), -1)
+        return np.hstack([boxes, vectors]) if len(boxes) else np.zeros((0, 4 + prepared.dim))
+
+    key = (f"detections|{weights.resolve()}|{weights.stat().st_mtime_ns}|{prepared.embedder_name}|"
+           f"{prepared.dataset.path.resolve()}|{prepared.dataset.path.stat().st_mtime_ns}")
+    rows = cached_vectors(prepared.frames, detect, prepared.cache, key=key)
+    return {frame_id: (row[:, :4], row[:, 4:].astype(np.float32)) for frame_id, row in rows.items()}

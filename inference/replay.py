@@ -56,6 +56,8 @@ class PipelineScore:
     first_frames_accuracy: float = 0.0
     flicker_rate: float = 0.0
     matched_boxes: int = 0
+    detection_recall: float | None = None  # with a detector: share of ground-truth boxes it found
+    matched_accuracy: float | None = None  # with a detector: accuracy on the boxes it found
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -118,12 +120,17 @@ def run_replay(
     dim: int,
     annotate_every: int = 2,
     scored: Callable[[ReplayFrame], bool] | None = None,
+    detections: Callable[[ReplayFrame], tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> list[PipelineScore]:
     """Replay ``frames`` through each pipeline. ``vectors(frame)`` gives the frame's crop embeddings
     (one row per box). Every pipeline sees the same annotations (the schedule does not depend on
     predictions), so they share one search space and one shelf history. Only frames for which
     ``scored(frame)`` holds count in the scores (all of them by default); every frame still feeds
-    the search space, as in production."""
+    the search space, as in production.
+
+    With ``detections(frame) -> (boxes (D, 4), vectors (D, dim))`` the pipelines classify detected
+    boxes instead of the ground-truth ones: each ground-truth box takes the prediction of the
+    detection matched to it (IoU >= 0.5, one to one), and a missed box counts as unpredicted."""
     if annotate_every < 1:
         raise ValueError("annotate_every must be at least 1")
     space = ExactSearchSpace(dim)
@@ -133,6 +140,7 @@ def run_replay(
     truth_all: list[np.ndarray] = []
     stores_all: list[np.ndarray] = []
     first_all: list[np.ndarray] = []
+    detected_all: list[np.ndarray] = []
     predicted_all: list[list[np.ndarray]] = [[] for _ in pipelines]
     flicker = [[0, 0] for _ in pipelines]  # [label changed, matched] over boxes whose truth did not change
     shelf_ids: dict[str, int] = {}
@@ -146,11 +154,21 @@ def run_replay(
         context = FrameContext(company_id=1, store_id=store_id, shelf_id=shelf_id, width=frame.width,
                                height=frame.height, captured_at=moment if np.isfinite(moment) else None)
         history = ShelfHistory.from_rows(history_rows[frame.shelf])
+        counted = scored is None or scored(frame)
+        query_boxes, query_vectors = detections(frame) if detections else (frame.boxes, frame_vectors)
+        # For each ground-truth box, the query box whose prediction it takes (-1: missed).
+        source = np.arange(len(frame.boxes))
+        if detections:
+            source = np.full(len(frame.boxes), -1)
+            for truth_index, detection_index in match_boxes(frame.boxes, query_boxes):
+                source[truth_index] = detection_index
+            if counted:
+                detected_all.append(source >= 0)
         predictions = []
         for index, config in enumerate(pipelines):
-            ranked = rank_candidates(frame_vectors, frame.boxes, context, history, search_space=space, config=config)
-            predictions.append(np.array([c[0].product_id if c else -1 for c in ranked], np.int64))
-        counted = scored is None or scored(frame)
+            ranked = rank_candidates(query_vectors, query_boxes, context, history, search_space=space, config=config)
+            top = np.array([c[0].product_id if c else -1 for c in ranked] + [-1], np.int64)
+            predictions.append(top[source])
         if counted:
             truth_all.append(frame.truth)
             stores_all.append(np.full(len(frame.truth), frame.store, dtype=object))
@@ -177,9 +195,10 @@ def run_replay(
     truth = np.concatenate(truth_all) if truth_all else np.zeros(0, np.int64)
     stores = np.concatenate(stores_all) if stores_all else np.zeros(0, object)
     first = np.concatenate(first_all) if first_all else np.zeros(0, bool)
+    detected = np.concatenate(detected_all) if detected_all else None
     return [
         score_pipeline(config.version, truth, np.concatenate(predicted) if predicted else np.zeros(0, np.int64),
-                       stores, first, *flicker[index])
+                       stores, first, *flicker[index], detected=detected)
         for index, (config, predicted) in enumerate(zip(pipelines, predicted_all))
     ]
 
@@ -202,7 +221,7 @@ def annotate(space: ExactSearchSpace, history_rows: dict[str, list], frame: Repl
 
 
 def score_pipeline(name: str, truth: np.ndarray, predicted: np.ndarray, stores: np.ndarray, first: np.ndarray,
-                   flickered: int, matched: int) -> PipelineScore:
+                   flickered: int, matched: int, detected: np.ndarray | None = None) -> PipelineScore:
     correct = predicted == truth
     classes = np.unique(truth)
     majority = classes[np.argmax([np.sum(truth == c) for c in classes])] if len(classes) else None
@@ -218,6 +237,8 @@ def score_pipeline(name: str, truth: np.ndarray, predicted: np.ndarray, stores: 
         first_frames_accuracy=_mean(correct[first]),
         flicker_rate=flickered / matched if matched else 0.0,
         matched_boxes=matched,
+        detection_recall=_mean(detected) if detected is not None else None,
+        matched_accuracy=_mean(correct[detected]) if detected is not None else None,
     )
 
 

@@ -92,3 +92,28 @@ def test_tune_realgram_saves_a_config_the_pipeline_loads(dataset, checkpoint, tm
 def test_tune_realgram_needs_held_out_shelves(dataset):
     with pytest.raises(CommandError, match="need shelves to tune on and others to report on"):
         call_command("tune_realgram", str(dataset), trials=1, tune_shelves=".")
+
+
+def test_evaluate_with_a_detector_reports_recall_and_matched_accuracy(dataset, checkpoint, tmp_path, settings,
+                                                                     monkeypatch):
+    from inference.detector import Detection
+
+    class FindsTheFirstTwoBoxes:
+        def __init__(self, weights, *args, **kwargs):
+            assert weights.is_file()
+
+        def detect(self, image):
+            return [Detection(10, 10, 40, 60, 0.9), Detection(61, 10, 40, 60, 0.8), Detection(200, 100, 30, 30, 0.5)]
+
+    monkeypatch.setattr("inference.detector.YoloDetector", FindsTheFirstTwoBoxes)
+    settings.VAR_DIR = tmp_path / "var"
+    weights = tmp_path / "yolo.pt"
+    weights.write_bytes(b"stand-in")
+    out = tmp_path / "detected.json"
+    call_command("evaluate", str(dataset), embedder=str(checkpoint), pipelines="v0", detector=weights, json_out=out)
+    result = json.loads(out.read_text())["results"]["v0"]
+    # 8 frames of 3 boxes and one of 1: the detector finds 2 of 3, and the lonely frame's only box.
+    assert result["detection_recall"] == pytest.approx(17 / 25)
+    assert 0 < result["matched_accuracy"] <= 1
+    with pytest.raises(CommandError, match="detector weights not found"):
+        call_command("evaluate", str(dataset), embedder=str(checkpoint), detector=tmp_path / "missing.pt")

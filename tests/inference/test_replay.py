@@ -107,3 +107,19 @@ def test_match_boxes_is_one_to_one_by_best_iou():
     current = np.array([[1, 0, 10, 10], [50, 0, 10, 10], [11, 0, 10, 10]], np.float64)
     assert sorted(match_boxes(previous, current)) == [(0, 0), (1, 2)]
     assert match_boxes(previous, np.zeros((0, 4))) == []
+
+
+def test_with_a_detector_missed_boxes_count_and_matched_ones_take_the_detection_prediction():
+    frames = [frame(1, minutes=0), frame(2, minutes=1)]
+    # The detector finds box A (slightly shifted) and a false box, but misses box B.
+    detected_boxes = np.array([[1, 0, 10, 10], [60, 60, 10, 10]], np.float64)
+
+    def detections(f):
+        return detected_boxes, np.stack([RED, GREEN])
+
+    [score] = run_replay(frames, colour_vectors({}), [PipelineConfig()], dim=3, annotate_every=1,
+                         detections=detections)
+    assert score.detection_recall == pytest.approx(0.5)
+    # Frame 2's box A is found and right; frame 1 had nothing to search; box B is missed twice.
+    assert score.matched_accuracy == pytest.approx(0.5)
+    assert score.accuracy == pytest.approx(1 / 4)

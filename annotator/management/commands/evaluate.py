@@ -8,7 +8,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from annotator.coco import CocoError
-from annotator.replays import prepare_replay
+from annotator.replays import detect_replay, prepare_replay
 from inference.pipeline import PIPELINE_VERSIONS, PipelineConfig
 from inference.realgram import RealgramConfig
 from inference.replay import run_replay
@@ -25,10 +25,13 @@ class Command(BaseCommand):
         parser.add_argument("--realgram-config", type=Path, help="JSON of realgram hyperparameters for v1")
         parser.add_argument("--report-shelves", help="regex: score only shelves matching it (all frames still replay)")
         parser.add_argument("--knn", type=int, default=10, help="neighbours per crop")
+        parser.add_argument("--detector", type=Path,
+                            help="YOLO weights: classify detected boxes instead of the ground truth's, and report "
+                                 "detection recall and accuracy on the matched boxes")
         parser.add_argument("--json", type=Path, dest="json_out", help="write the results here")
 
     def handle(self, *args, dataset, pipelines, annotate_every, embedder, realgram_config, report_shelves, knn,
-               json_out, **options):
+               detector, json_out, **options):
         configs = self.pipeline_configs(pipelines, realgram_config, knn)
         if annotate_every < 1:
             raise CommandError(f"--annotate-every must be at least 1, not {annotate_every}")
@@ -41,9 +44,15 @@ class Command(BaseCommand):
         if data.missing_captured_at:
             self.stdout.write(f"{data.missing_captured_at} images have no captured_at: "
                               "they follow their camera's timed frames in file name order")
+        detected = None
+        if detector:
+            if not detector.is_file():
+                raise CommandError(f"{detector}: detector weights not found")
+            detected = detect_replay(prepared=prepared, weights=detector)
         scores = run_replay(prepared.frames, prepared.vectors_of(), configs, dim=prepared.dim,
                             annotate_every=annotate_every,
-                            scored=(lambda f: bool(shelf_filter.search(f.shelf))) if shelf_filter else None)
+                            scored=(lambda f: bool(shelf_filter.search(f.shelf))) if shelf_filter else None,
+                            detections=(lambda f: detected[f.frame_id]) if detected else None)
         names = {c.id: c.name for c in data.categories.values()}
         self.print_table(scores)
         if json_out:
@@ -79,9 +88,11 @@ class Command(BaseCommand):
 
     def print_table(self, scores) -> None:
         header = f"{'pipeline':8} {'boxes':>6} {'accuracy':>8} {'no-major':>8} {'macro':>6} {'first':>6} {'flicker':>7}"
-        self.stdout.write(header)
+        detector = scores and scores[0].detection_recall is not None
+        self.stdout.write(header + (f" {'recall':>6} {'matched':>7}" if detector else ""))
         for s in scores:
             self.stdout.write(
                 f"{s.pipeline:8} {s.boxes:6d} {s.accuracy:8.3f} {s.accuracy_without_majority:8.3f} "
                 f"{s.macro_accuracy:6.3f} {s.first_frames_accuracy:6.3f} {s.flicker_rate:7.3f}"
+                + (f" {s.detection_recall:6.3f} {s.matched_accuracy:7.3f}" if detector else "")
             )
