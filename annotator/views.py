@@ -22,3 +22,10 @@ def frame_detail(request: HttpRequest, frame_id: int) -> HttpResponse:
     frame = selectors.frame_for(request.user, frame_id=frame_id)
     boxes = selectors.frame_boxes(frame=frame)
     return render(request, "annotator/frame_detail.html", {"frame": frame, "boxes": boxes})
+
+
+def workspace(request: HttpRequest, frame_id: int | None = None) -> HttpResponse:
+    """The labelling workspace. Without a frame it takes the next scheduled one; the page leases
+    frames through the API, which refuses a frame another annotator holds."""
+    frame = selectors.frame_for(request.user, frame_id=frame_id) if frame_id is not None else None
+    return render(request, "annotator/workspace.html", {"frame": frame})
