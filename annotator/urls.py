@@ -7,6 +7,7 @@ app_name = "annotator"
 urlpatterns = [
     path("", views.frame_list, name="frame-list"),
     path("frames/<int:frame_id>/", views.frame_detail, name="frame-detail"),
+    path("frames/<int:frame_id>/retry/", views.frame_retry, name="frame-retry"),
     path("label/", views.workspace, name="workspace"),
     path("frames/<int:frame_id>/label/", views.workspace, name="workspace-frame"),
 ]

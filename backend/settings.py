@@ -198,17 +198,16 @@ INGEST_S3_BUCKET = env("INGEST_S3_BUCKET")
 INGEST_S3_PREFIX = env("INGEST_S3_PREFIX")
 INGEST_S3_ENDPOINT_URL = env("INGEST_S3_ENDPOINT_URL") or AWS_S3_ENDPOINT_URL
 INGEST_INTERVAL_SECONDS = env_int("INGEST_INTERVAL_SECONDS", 300)
-CELERY_BEAT_SCHEDULE = (
-    {
-        "ingest-camera-frames": {
-            "task": "annotator.tasks.ingest_s3_frames",
-            "schedule": INGEST_INTERVAL_SECONDS,
-            "kwargs": {"bucket": INGEST_S3_BUCKET, "prefix": INGEST_S3_PREFIX},
-        }
+CELERY_BEAT_SCHEDULE = {
+    # Labels reach the search space right after a submit; this sweeps up whatever failed then.
+    "deliver-search-outbox": {"task": "annotator.tasks.deliver_search_outbox", "schedule": 60.0},
+}
+if INGEST_S3_BUCKET:
+    CELERY_BEAT_SCHEDULE["ingest-camera-frames"] = {
+        "task": "annotator.tasks.ingest_s3_frames",
+        "schedule": INGEST_INTERVAL_SECONDS,
+        "kwargs": {"bucket": INGEST_S3_BUCKET, "prefix": INGEST_S3_PREFIX},
     }
-    if INGEST_S3_BUCKET
-    else {}
-)
 
 # --- Search space: a Qdrant server when QDRANT_URL is set, else Qdrant's embedded mode in var/qdrant.
 QDRANT_URL = env("QDRANT_URL")

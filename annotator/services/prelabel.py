@@ -91,3 +91,15 @@ def prelabel_frame(*, frame_id: int) -> Frame:
             set_status(frame=frame, status=Frame.Status.FAILED, reason=f"{type(error).__name__}: {error}"[:2000])
         raise
     return frame
+
+
+def retry_frame(*, frame: Frame) -> bool:
+    """Queue a failed frame for pre-labelling again (after commit). Returns False for a frame that
+    has not failed: retrying a queued, processing or finished frame would only duplicate work."""
+    from annotator.tasks import prelabel_frame as prelabel_task
+
+    updated = Frame.objects.filter(pk=frame.pk, status=Frame.Status.FAILED).update(
+        status=Frame.Status.QUEUED, status_reason="")
+    if updated:
+        transaction.on_commit(lambda: prelabel_task.delay(frame.pk))
+    return bool(updated)

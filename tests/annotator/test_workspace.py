@@ -173,3 +173,49 @@ def test_product_search_puts_the_store_assortment_first(client, shelf, company, 
     assert [p["name"] for p in client.get("/api/products/search/", {"q": "appl"}).json()] == ["Apple juice", "Apple pie"]
     assert elsewhere.name in [p["name"] for p in client.get("/api/products/search/", {"q": "pie"}).json()]
     assert client.get("/api/products/search/", {"store": "x"}).status_code == 400
+
+
+def test_a_failed_frame_can_be_retried_from_the_list(client, shelf, company, products, monkeypatch,
+                                                     django_capture_on_commit_callbacks):
+    queued = []
+    monkeypatch.setattr("annotator.tasks.prelabel_frame.delay", queued.append)
+    failed = FrameFactory(shelf=shelf, status=Frame.Status.FAILED, status_reason="OSError: truncated", checksum="e" * 64)
+    ready = ready_frame(shelf, products)
+    client.force_login(annotator(company))
+    listing = client.get("/?status=failed").content.decode()
+    assert "OSError: truncated" in listing and f"/frames/{failed.pk}/retry/" in listing
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(f"/frames/{failed.pk}/retry/", {"next": "/?status=failed"})
+        client.post(f"/frames/{ready.pk}/retry/")
+    assert response.status_code == 302 and response["Location"] == "/?status=failed"
+    failed.refresh_from_db()
+    assert (failed.status, failed.status_reason) == (Frame.Status.QUEUED, "")
+    assert queued == [failed.pk]
+    outsider = annotator(CompanyFactory(), "outsider")
+    client.force_login(outsider)
+    assert client.post(f"/frames/{failed.pk}/retry/").status_code == 404
+
+
+def test_a_submit_succeeds_while_qdrant_is_down_and_the_outbox_delivers_later(client, shelf, company, products,
+                                                                              test_engines, search_space, monkeypatch):
+    from annotator.services import search_index
+
+    frame = ready_frame(shelf, products)
+    client.force_login(annotator(company))
+    boxes = frame.boxes.order_by("pk")
+
+    def qdrant_down(*args, **kwargs):
+        raise ConnectionError("qdrant unavailable")
+
+    monkeypatch.setattr(search_space, "upsert", qdrant_down)
+    response = client.post(f"/api/frames/{frame.pk}/submit/",
+                           {"boxes": [{"id": b.pk, "product_id": products[0].pk} for b in boxes]},
+                           content_type="application/json")
+    assert response.status_code == 200
+    assert Label.objects.filter(box__frame=frame).count() == 3
+    with pytest.raises(ConnectionError):
+        search_index.deliver_outbox()
+    assert search_index.pending_count() == 3
+    monkeypatch.undo()  # Qdrant is back
+    assert search_index.deliver_outbox() == 3
+    assert search_space.count() == 3 and search_index.pending_count() == 0
