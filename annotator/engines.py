@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from django.conf import settings
 
+from inference import ultralytics_offline
 from inference.detector import YoloDetector
 from inference.embedder import Embedder, load_embedder
 from inference.pipeline import Pipeline, PipelineConfig
@@ -43,8 +44,13 @@ def embedder() -> Embedder:
 
 def detector() -> YoloDetector | None:
     """The configured detector, or None: frames then keep the boxes they arrived with."""
-    return _get("detector", lambda: YoloDetector(settings.DETECTOR_WEIGHTS, confidence=settings.DETECTOR_CONFIDENCE)
-                if settings.DETECTOR_WEIGHTS else None)
+    def build() -> YoloDetector | None:
+        if not settings.DETECTOR_WEIGHTS:
+            return None
+        ultralytics_offline.prepare(settings.VAR_DIR / "ultralytics")
+        return YoloDetector(settings.DETECTOR_WEIGHTS, confidence=settings.DETECTOR_CONFIDENCE)
+
+    return _get("detector", build)
 
 
 def qdrant_client():

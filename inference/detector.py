@@ -1,7 +1,9 @@
 """Product detector: an ultralytics YOLO model loaded from a local weights file.
 
-Nothing is downloaded: weights come from a path that must exist; building a model by name would
-make ultralytics fetch it.
+Nothing is downloaded: weights come from a path that must exist (building a model by name would
+make ultralytics fetch it), and ultralytics is set up offline before it is imported
+(``inference.ultralytics_offline``). Frames are taken as decoded pixels, so no EXIF orientation is
+applied: boxes come back in the stored pixel grid, as every box in the data is.
 """
 from __future__ import annotations
 
@@ -10,6 +12,35 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from inference.ultralytics_offline import prepare
+
+
+class WeightsError(ValueError):
+    """A model that cannot be loaded; the message names the file and the problem."""
+
+
+def load_model(model: str | Path):
+    """An ultralytics YOLO model from a yaml (a file, or a name ultralytics ships such as
+    ``yolov8n.yaml``) or from a local weights file. Never downloads."""
+    prepare()
+    from ultralytics import YOLO
+
+    text = str(model)
+    suffix = Path(text).suffix.lower()
+    if suffix in {".yaml", ".yml"}:
+        try:
+            return YOLO(text, task="detect")
+        except (FileNotFoundError, KeyError, ValueError, TypeError, OSError) as error:
+            raise WeightsError(f"{text}: not a usable model yaml ({' '.join(str(error).split())[:300]})") from None
+    path = Path(text)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: weights file not found (only local files are used, nothing is downloaded)")
+    try:
+        return YOLO(str(path), task="detect")
+    except Exception as error:  # ultralytics and torch raise many kinds on a bad file
+        reason = " ".join(str(error).split())  # one line: ultralytics' messages span several
+        raise WeightsError(f"{path}: not a YOLO weights file ({type(error).__name__}: {reason[:300]})") from None
 
 
 @dataclass(frozen=True)
@@ -22,21 +53,23 @@ class Detection:
 
 
 class YoloDetector:
-    """Finds product boxes on a frame. One class: "product"."""
+    """Finds product boxes on a frame. One class: "product".
+
+    Raises FileNotFoundError when the weights file is missing and ``WeightsError`` when it is not
+    a YOLO checkpoint."""
 
     def __init__(self, weights: str | Path, confidence: float = 0.25, image_size: int = 640, max_boxes: int = 300):
         path = Path(weights)
         if not path.is_file():
             raise FileNotFoundError(f"detector weights not found: {path}")
-        from ultralytics import YOLO
-
-        self.model = YOLO(str(path))
+        self.model = load_model(path)
         self.confidence = confidence
         self.image_size = image_size
         self.max_boxes = max_boxes
 
     def detect(self, image: Image.Image) -> list[Detection]:
-        # ultralytics takes numpy frames as BGR.
+        """Boxes on ``image`` (pixels as decoded, e.g. by ``inference.images.open_image``), best first."""
+        # ultralytics takes numpy frames as BGR; an array carries no EXIF, so nothing is rotated.
         frame = np.asarray(image.convert("RGB"))[:, :, ::-1]
         result = self.model.predict(
             frame, conf=self.confidence, imgsz=self.image_size, max_det=self.max_boxes, verbose=False, device="cpu"

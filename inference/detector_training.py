@@ -23,7 +23,7 @@ from pathlib import Path
 import yaml
 from PIL import Image
 
-from inference.ultralytics_offline import prepare
+from inference.detector import load_model
 
 CLASS_NAME = "product"
 EXIF_ORIENTATION = 0x0112
@@ -62,10 +62,16 @@ class YoloDataset:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """model: an ultralytics yaml (built from scratch) or a local ``.pt`` to start from."""
+    """model: an ultralytics yaml (built from scratch) or a local ``.pt`` to start from.
+    hours: a wall-clock budget; when set, ultralytics fits the number of epochs (and the learning
+    rate schedule) to it after each epoch, and ``epochs`` only seeds the first estimate.
+    nominal_batch: ultralytics accumulates gradients up to this many images per optimizer step
+    (its default, 64, gives a 156-image set 2 steps an epoch); None steps after every batch."""
 
     model: str = "yolov8n.yaml"
     epochs: int = 50
+    hours: float | None = None
+    nominal_batch: int | None = None
     imgsz: int = 640
     batch: int = 16
     workers: int = 0
@@ -135,13 +141,16 @@ def train_detector(dataset: YoloDataset, run_dir: str | Path, config: TrainConfi
                          f"(has {dataset.train_images} and {dataset.val_images})")
     model = load_model(config.model)
     run_dir = Path(run_dir).resolve()
-    from_checkpoint = model.ckpt is not None
+    from_checkpoint = bool(model.ckpt)
     args = dict(
         data=str(dataset.data_yaml), epochs=config.epochs, imgsz=config.imgsz, batch=config.batch,
         workers=config.workers, seed=config.seed, deterministic=True, patience=config.patience,
+        nbs=config.nominal_batch or config.batch,
         device="cpu", amp=False, pretrained=from_checkpoint, plots=config.plots, cache=config.cache,
         project=str(run_dir.parent), name=run_dir.name, exist_ok=False, verbose=config.verbose,
     )
+    if config.hours:
+        args["time"] = config.hours
     model.train(**{**args, **config.extra})
     trainer = model.trainer
     metrics = trainer.validator.metrics if trainer.validator is not None else None
@@ -153,15 +162,18 @@ def train_detector(dataset: YoloDataset, run_dir: str | Path, config: TrainConfi
 
 
 def evaluate_detector(
-    weights: str | Path, samples: Sequence[DetectionSample], imgsz: int = 640, *, batch: int = 8,
+    weights: str | Path, samples: Sequence[DetectionSample], imgsz: int | None = None, *, batch: int = 8,
     work_dir: str | Path | None = None, plots: bool = False, verbose: bool = False,
 ) -> EvalResult:
     """Validate ``weights`` on ``samples`` (all of them) with ultralytics' own metrics: mAP@0.5,
-    mAP@0.5:0.95, and precision/recall at the confidence that maximises F1. The converted dataset
-    and the validation run go to ``work_dir`` (kept) or to a temporary folder."""
+    mAP@0.5:0.95, and precision/recall at the confidence that maximises F1. ``imgsz`` defaults to
+    the size the weights were trained at (640 when unknown). The converted dataset and the
+    validation run go to ``work_dir`` (kept) or to a temporary folder."""
     if not samples:
         raise ValueError("no images to evaluate on")
     model = load_model(weights)
+    if imgsz is None:
+        imgsz = int((model.ckpt or {}).get("train_args", {}).get("imgsz") or 640)
     with tempfile.TemporaryDirectory(prefix="detector-eval-") as scratch:
         root = Path(work_dir).resolve() if work_dir else Path(scratch)
         dataset = write_yolo_dataset(samples, root / "dataset", lambda sample: True)
@@ -173,32 +185,6 @@ def evaluate_detector(
             map50=float(metrics.box.map50), map50_95=float(metrics.box.map), precision=float(metrics.box.mp),
             recall=float(metrics.box.mr), images=dataset.val_images, boxes=dataset.val_boxes,
         )
-
-
-class WeightsError(ValueError):
-    """A model that cannot be loaded; the message names the file and the problem."""
-
-
-def load_model(model: str | Path):
-    """An ultralytics YOLO model from a yaml (a file, or a name ultralytics ships such as
-    ``yolov8n.yaml``) or from a local weights file. Never downloads."""
-    prepare()
-    from ultralytics import YOLO
-
-    text = str(model)
-    suffix = Path(text).suffix.lower()
-    if suffix in {".yaml", ".yml"}:
-        try:
-            return YOLO(text, task="detect")
-        except (FileNotFoundError, KeyError, ValueError, TypeError, OSError) as error:
-            raise WeightsError(f"{text}: not a usable model yaml ({error})") from None
-    path = Path(text)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: weights file not found (only local files are used, nothing is downloaded)")
-    try:
-        return YOLO(str(path), task="detect")
-    except Exception as error:  # ultralytics and torch raise many kinds on a bad file
-        raise WeightsError(f"{path}: not a YOLO weights file ({type(error).__name__}: {error})") from None
 
 
 def _write_image(sample: DetectionSample, folder: Path, stem: str) -> bool:

@@ -31,7 +31,7 @@ _config_dir: Path | None = None
 
 def default_config_dir() -> Path:
     """A per-user folder under the system's temporary directory."""
-    return Path(tempfile.gettempdir()) / f"shelf-annotator-ultralytics-{os.getuid()}"
+    return Path(tempfile.gettempdir()) / f"shelf-annotator-ultralytics-{getattr(os, 'getuid', lambda: 0)()}"
 
 
 def prepare(config_dir: str | Path | None = None) -> Path:
