@@ -52,19 +52,25 @@ class Detection:
     score: float
 
 
+def trained_image_size(model, default: int = 640) -> int:
+    """The input size a YOLO checkpoint was trained at (predicting at another size costs recall)."""
+    return int((getattr(model, "ckpt", None) or {}).get("train_args", {}).get("imgsz") or default)
+
+
 class YoloDetector:
     """Finds product boxes on a frame. One class: "product".
 
     Raises FileNotFoundError when the weights file is missing and ``WeightsError`` when it is not
     a YOLO checkpoint."""
 
-    def __init__(self, weights: str | Path, confidence: float = 0.25, image_size: int = 640, max_boxes: int = 300):
+    def __init__(self, weights: str | Path, confidence: float = 0.25, image_size: int | None = None,
+                 max_boxes: int = 300):
         path = Path(weights)
         if not path.is_file():
             raise FileNotFoundError(f"detector weights not found: {path}")
         self.model = load_model(path)
         self.confidence = confidence
-        self.image_size = image_size
+        self.image_size = image_size or trained_image_size(self.model)
         self.max_boxes = max_boxes
 
     def detect(self, image: Image.Image) -> list[Detection]:

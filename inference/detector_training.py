@@ -23,7 +23,7 @@ from pathlib import Path
 import yaml
 from PIL import Image
 
-from inference.detector import load_model
+from inference.detector import load_model, trained_image_size
 
 CLASS_NAME = "product"
 EXIF_ORIENTATION = 0x0112
@@ -173,7 +173,7 @@ def evaluate_detector(
         raise ValueError("no images to evaluate on")
     model = load_model(weights)
     if imgsz is None:
-        imgsz = int((model.ckpt or {}).get("train_args", {}).get("imgsz") or 640)
+        imgsz = trained_image_size(model)
     with tempfile.TemporaryDirectory(prefix="detector-eval-") as scratch:
         root = Path(work_dir).resolve() if work_dir else Path(scratch)
         dataset = write_yolo_dataset(samples, root / "dataset", lambda sample: True)
