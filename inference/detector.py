@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from inference.ultralytics_offline import prepare
+from inference.ultralytics_offline import prepare, restore_pillow_open
 
 
 class WeightsError(ValueError):
@@ -25,6 +25,8 @@ def load_model(model: str | Path):
     ``yolov8n.yaml``) or from a local weights file. Never downloads."""
     prepare()
     from ultralytics import YOLO
+
+    restore_pillow_open()
 
     text = str(model)
     suffix = Path(text).suffix.lower()

@@ -10,6 +10,9 @@ and every validation with plots does. ``prepare()``
 - sets ``YOLO_CONFIG_DIR`` to a folder it fills with ``Arial.ttf`` and ``Arial.Unicode.ttf``, copies
   of matplotlib's DejaVuSans.ttf, so the font is found locally and never fetched.
 
+After importing ultralytics, call ``restore_pillow_open()``: ultralytics replaces ``PIL.Image.open``
+for the whole process with a version that tries to pip-install ``pi-heif`` on unreadable images.
+
 ultralytics reads these variables once, when it is first imported, so the first call decides the
 folder; later calls return the folder in use. This is the only module of ``inference`` that touches
 the environment, and it only writes to it.
@@ -82,3 +85,15 @@ def _settings_dir(wanted: Path) -> Path:
     if events is not None and hasattr(events, "events"):
         events.events.enabled = False
     return Path(utils.USER_CONFIG_DIR)
+
+
+def restore_pillow_open() -> None:
+    """Undo ultralytics' process-wide replacement of ``PIL.Image.open`` (made when it is imported).
+    Its version answers any unreadable image by trying to install and import ``pi-heif``: offline
+    that turns a plain "not an image" into an ImportError for every Pillow user in the process."""
+    patches = sys.modules.get("ultralytics.utils.patches")
+    original = getattr(patches, "_image_open", None)
+    if original is not None:
+        from PIL import Image
+
+        Image.open = original

@@ -172,3 +172,20 @@ def test_onnx_export_runs_offline(trained, network_guard, tmp_path):
 def test_missing_weights_fail_before_ultralytics_is_asked(tmp_path):
     with pytest.raises(FileNotFoundError, match="detector weights not found"):
         YoloDetector(tmp_path / "missing.pt")
+
+
+def test_loading_a_model_leaves_pillow_answering_unreadable_images_itself(tmp_path):
+    """ultralytics replaces PIL.Image.open with a version that tries to install pi-heif; after
+    load_model, an unreadable image is again Pillow's own error, and ours."""
+    from PIL import Image, UnidentifiedImageError
+
+    from inference.detector import load_model
+    from inference.images import ImageError, open_image
+
+    load_model("yolov8n.yaml")
+    import io
+
+    with pytest.raises(UnidentifiedImageError):
+        Image.open(io.BytesIO(b"not an image"))
+    with pytest.raises(ImageError):
+        open_image(b"not an image")
