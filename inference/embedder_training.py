@@ -398,7 +398,7 @@ def train_embedder(samples: Sequence[TrainingSample], config: TrainingConfig, ou
     ``classes`` (label -> name, when given), ``labels`` (the class ids trained on), ``training`` (the
     config), ``loss_history``, ``accuracy_history``, ``epochs``, ``steps``, ``seconds`` and
     ``arcface_state_dict`` (the class weights, to resume). Runs on the CPU with torch's thread setting
-    as the caller left it."""
+    as the caller left it; seeds torch's generator with ``config.seed`` (initial weights, augmentation)."""
     if not samples:
         raise ValueError("no training samples")
     out_path = Path(out_path)

@@ -62,6 +62,7 @@ class Command(BaseCommand):
                                     query_embeddings, [s.label for s in query_set.samples])
         self.stdout.write(self.style.SUCCESS(
             f"top-1 {metrics.top1:.3f}  top-5 {metrics.top5:.3f}  mAP@R {metrics.map_at_r:.3f}  "
+            f"top-5 items {metrics.top5_items:.3f}  "
             f"({metrics.queries} queries of {metrics.classes} classes, {metrics.gallery} gallery images, "
             f"{metrics.queries_without_class} queries without a gallery class)"
         ))
