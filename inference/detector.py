@@ -2,7 +2,7 @@
 
 Nothing is downloaded: weights come from a path that must exist (building a model by name would
 make ultralytics fetch it), and ultralytics is set up offline before it is imported
-(``inference.ultralytics_offline``). Frames are taken as decoded pixels, so no EXIF orientation is
+(see the ``ultralytics_offline`` module). Frames are taken as decoded pixels, so no EXIF orientation is
 applied: boxes come back in the stored pixel grid, as every box in the data is.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from inference.ultralytics_offline import prepare, restore_pillow_open
+from inference import ultralytics_offline
 
 
 class WeightsError(ValueError):
@@ -23,10 +23,10 @@ class WeightsError(ValueError):
 def load_model(model: str | Path):
     """An ultralytics YOLO model from a yaml (a file, or a name ultralytics ships such as
     ``yolov8n.yaml``) or from a local weights file. Never downloads."""
-    prepare()
+    ultralytics_offline.prepare()
     from ultralytics import YOLO
 
-    restore_pillow_open()
+    ultralytics_offline.restore_pillow_open()
 
     text = str(model)
     suffix = Path(text).suffix.lower()
