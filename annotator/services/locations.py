@@ -14,3 +14,8 @@ def get_or_create_shelf(*, company: Company, store_code: str, camera_code: str, 
     camera, _ = Camera.objects.get_or_create(store=store, code=camera_code)
     shelf, _ = Shelf.objects.get_or_create(camera=camera, code=shelf_code)
     return shelf
+
+
+def set_annotation_interval(*, company: Company, hours: int) -> int:
+    """Label one frame per camera every ``hours`` in every store of the company; returns the count."""
+    return Store.objects.filter(company=company).update(annotation_interval_hours=hours)

@@ -36,6 +36,8 @@ def test_demo_store_is_annotated_in_part_and_prelabelled(monkeypatch, settings, 
             prelabel_frame(frame_id=frame_id)
 
     assert Frame.objects.filter(status=Frame.Status.READY).count() == 15
+    # The demo's frames are hours apart: with a 12-hour schedule, annotators get some of them.
+    assert Frame.objects.filter(status=Frame.Status.READY, scheduled=True).exists()
     truth = ground_truth(tmp_path / "demo" / "annotations.json")
     predictions = Prediction.objects.filter(box__frame__status=Frame.Status.READY).select_related("box__frame", "product")
     hits = [p.product.sku == truth[(p.box.frame.captured_at.strftime("%Y-%m-%dT%H:%M:%S"), round(p.box.x, 1), round(p.box.y, 1))]

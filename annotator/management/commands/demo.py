@@ -11,7 +11,7 @@ from annotator.coco import CocoError, load_coco
 from annotator.models import Frame
 from annotator.services.catalog import import_catalog
 from annotator.services.coco import import_coco
-from annotator.services.locations import get_or_create_company
+from annotator.services.locations import get_or_create_company, set_annotation_interval
 from annotator.services.users import create_demo_users
 from annotator.tasks import prelabel_frame
 
@@ -26,8 +26,11 @@ class Command(BaseCommand):
         parser.add_argument("--company", default="demo")
         parser.add_argument("--annotate-every", type=int, default=3,
                             help="per camera, the first frame and every N-th after it carry their labels")
+        parser.add_argument("--label-every-hours", type=int, default=12,
+                            help="the stores' annotation schedule: one frame per camera per this many hours "
+                                 "goes to the annotators (the demo's frames are hours apart)")
 
-    def handle(self, *args, data, company, annotate_every, **options):
+    def handle(self, *args, data, company, annotate_every, label_every_hours, **options):
         owner = get_or_create_company(name=company)
         if data:
             source = Path(data)
@@ -54,6 +57,7 @@ class Command(BaseCommand):
             f"annotated frames: {labelled.frames_created} new ({labelled.labels} labels); "
             f"frames to pre-label: {waiting.frames_created} new"
         )
+        set_annotation_interval(company=owner, hours=label_every_hours)
         pending = list(
             Frame.objects.filter(company=owner, status__in=[Frame.Status.QUEUED, Frame.Status.FAILED])
             .order_by("camera_id", "captured_at", "pk").values_list("pk", flat=True)
