@@ -241,7 +241,7 @@ class PipelineVersion(models.Model):
     name with another embedder or other hyperparameters is another version."""
 
     name = models.CharField(max_length=100)
-    config_digest = models.CharField(max_length=64, blank=True)
+    config_digest = models.CharField(max_length=64, blank=True, help_text="Of the config and the models' names")
     embedder = models.ForeignKey(
         ModelVersion, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )
@@ -253,8 +253,7 @@ class PipelineVersion(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["name", "embedder", "detector", "config_digest"], name="unique_pipeline_version",
-                                    nulls_distinct=False),
+            models.UniqueConstraint(fields=["name", "config_digest"], name="unique_pipeline_version"),
         ]
 
     def __str__(self) -> str:

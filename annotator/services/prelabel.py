@@ -27,15 +27,17 @@ def current_pipeline_version() -> PipelineVersion:
         defaults={"config": {"dim": pipeline.embedder.dim}},
     )
     config = pipeline.config.as_dict()
-    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
     detector_version = None
     if engines.detector() is not None:
         weights = Path(settings.DETECTOR_WEIGHTS)
         detector_version, _ = ModelVersion.objects.get_or_create(
             kind=ModelVersion.Kind.DETECTOR, name=weights.name, defaults={"path": str(weights)})
+    identity = {"config": config, "embedder": embedder_version.name,
+                "detector": detector_version.name if detector_version else None}
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
     version, _ = PipelineVersion.objects.get_or_create(
-        name=pipeline.config.version, embedder=embedder_version, detector=detector_version, config_digest=digest,
-        defaults={"config": config},
+        name=pipeline.config.version, config_digest=digest,
+        defaults={"config": config, "embedder": embedder_version, "detector": detector_version},
     )
     return version
 
