@@ -1,10 +1,14 @@
 from pathlib import Path
 
 import torch
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from annotator.models import Company
+from annotator.services.training_data import labelled_crops
 from inference.embedder_training import (
     DatasetError,
+    LabelledImages,
     TrainingConfig,
     grocery_store_samples,
     half_precision_copy,
@@ -15,13 +19,17 @@ from inference.embedder_training import (
 
 class Command(BaseCommand):
     help = ("Train an embedder with ArcFace on P x K batches (one company per batch) and save it as a checkpoint "
-            "for EMBEDDER_CHECKPOINT. Sources: a GroceryStoreDataset split or an ImageFolder tree.")
+            "for EMBEDDER_CHECKPOINT. Sources: a GroceryStoreDataset split, an ImageFolder tree, or a company's own "
+            "labelled crops.")
 
     def add_arguments(self, parser):
         parser.add_argument("--out", required=True, type=Path, help="checkpoint to write (.pt)")
         source = parser.add_mutually_exclusive_group(required=True)
         source.add_argument("--grocery", type=Path, help="GroceryStoreDataset root; labels are fine class ids")
         source.add_argument("--imagefolder", type=Path, help="one folder of images per class")
+        source.add_argument("--company", help="the company's own labelled crops (labels are product ids)")
+        parser.add_argument("--exclude-sku", action="append", default=[], metavar="SKU",
+                            help="with --company: leave out a catch-all product such as other-product (repeatable)")
         parser.add_argument("--split", default="train", help="GroceryStoreDataset split to train on")
         defaults = TrainingConfig()
         parser.add_argument("--backbone", default=defaults.backbone, help="timm model name")
@@ -49,11 +57,24 @@ class Command(BaseCommand):
         parser.add_argument("--fp16", type=Path, help="also write a float16 copy of the checkpoint here")
         parser.add_argument("--onnx", type=Path, help="also export the embedder to this .onnx file")
 
+    def company_crops(self, name: str, exclude_skus: list[str]) -> LabelledImages:
+        try:
+            company = Company.objects.get(name=name)
+        except Company.DoesNotExist:
+            raise CommandError(f"--company: unknown company {name!r}") from None
+        samples = labelled_crops(company=company, cache_dir=settings.VAR_DIR / "cache" / "frames",
+                                 exclude_skus=exclude_skus)
+        if not samples:
+            raise CommandError(f"--company: {name!r} has no labelled crops to train on")
+        return LabelledImages(samples, classes=[])
+
     def handle(self, *args, **options):
         out = options["out"]
         try:
             if options["grocery"]:
                 data = grocery_store_samples(options["grocery"], options["split"])
+            elif options["company"]:
+                data = self.company_crops(options["company"], options["exclude_sku"])
             else:
                 data = image_folder_samples(options["imagefolder"])
         except DatasetError as error:
@@ -70,7 +91,7 @@ class Command(BaseCommand):
                 arcface_margin=options["margin"], augment=not options["no_augment"], hflip=options["hflip"],
                 seed=options["seed"], num_workers=options["num_workers"],
             )
-            report = train_embedder(data.samples, config, out, name=options["name"], classes=data.classes,
+            report = train_embedder(data.samples, config, out, name=options["name"], classes=data.classes or None,
                                     log=self.stdout.write)
         except ValueError as error:
             raise CommandError(f"{out}: {error}") from None
