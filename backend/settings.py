@@ -175,7 +175,7 @@ if REDIS_URL:
 else:
     for _folder in ("queue", "processed", "control", "results"):
         (CELERY_DIR / _folder).mkdir(parents=True, exist_ok=True)
-    CELERY_BROKER_URL = "filesystem://"
+    CELERY_BROKER_URL = "filesystem://localhost//"  # the host is unused; naming it keeps kombu quiet
     CELERY_RESULT_BACKEND = f"file://{CELERY_DIR / 'results'}"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(CELERY_DIR / "queue"),

@@ -59,7 +59,7 @@ def filesystem_broker(var_dir: Path) -> dict:
     """The embedded broker's settings for a worker whose VAR_DIR is ``var_dir`` (a queue of its own)."""
     folder = var_dir / "celery"
     return {
-        "broker_url": "filesystem://",
+        "broker_url": "filesystem://localhost//",
         "result_backend": f"file://{folder / 'results'}",
         "transport_options": {
             "data_folder_in": str(folder / "queue"), "data_folder_out": str(folder / "queue"),

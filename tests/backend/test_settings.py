@@ -76,7 +76,7 @@ def test_defaults_keep_everything_under_var_dir(var_dir):
     assert database["ENGINE"] == "django.db.backends.sqlite3"
     assert Path(database["NAME"]) == var_dir / "db.sqlite3"
 
-    assert config["CELERY_BROKER_URL"] == "filesystem://"
+    assert config["CELERY_BROKER_URL"] == "filesystem://localhost//"
     options = config["CELERY_BROKER_TRANSPORT_OPTIONS"]
     celery_dir = var_dir / "celery"
     assert Path(options["data_folder_in"]) == Path(options["data_folder_out"]) == celery_dir / "queue"
@@ -145,7 +145,7 @@ def test_an_empty_variable_means_the_default(var_dir, name):
     config = settings_for(var_dir, **{name: ""})
     assert config["DATABASES"]["default"]["ENGINE"] == "django.db.backends.sqlite3"
     assert Path(config["DATABASES"]["default"]["NAME"]) == var_dir / "db.sqlite3"
-    assert config["CELERY_BROKER_URL"] == "filesystem://"
+    assert config["CELERY_BROKER_URL"] == "filesystem://localhost//"
     assert config["QDRANT_URL"] == ""
     assert config["STORAGES"]["default"]["BACKEND"] == "django.core.files.storage.FileSystemStorage"
 
