@@ -243,7 +243,7 @@ class ExactSearchSpace:
         queries = queries / np.linalg.norm(queries, axis=1, keepdims=True).clip(1e-12)
         scores = queries @ self._vectors[rows].T  # (Q, n)
         k = min(limit, len(rows))
-        top = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < len(rows) else np.tile(np.arange(len(rows)), (len(queries), 1))
+        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
         results = []
         for query_scores, candidates in zip(scores, top):
             chosen = rows[candidates]

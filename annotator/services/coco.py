@@ -83,8 +83,6 @@ def import_coco(*, dataset: CocoDataset, company: Company, with_labels: bool = T
                 )
                 report.boxes += len(boxes)
                 if with_labels:
-                    for box in boxes:
-                        box.frame = frame
                     decisions = [
                         Decision(box=box, product=products[coco_box.category_id], action=Label.Action.IMPORTED)
                         for box, coco_box in zip(boxes, coco_image.boxes)
