@@ -8,6 +8,7 @@ from __future__ import annotations
 import atexit
 import hashlib
 import json
+import logging
 import os
 import threading
 from collections.abc import Iterator
@@ -23,8 +24,11 @@ from inference.embedder import Embedder, load_embedder
 from inference.onnx_embedder import OnnxEmbedder, export_onnx, load_onnx_embedder, sidecar_path
 from inference.pipeline import Pipeline, PipelineConfig
 from inference.realgram import RealgramConfig
+from inference.reranker import Reranker
 from inference.search_space import QdrantSearchSpace, collection_name, connect_qdrant
+from inference.tracking import TrackingConfig
 
+logger = logging.getLogger(__name__)
 _lock = threading.RLock()  # engines are built from other engines
 _engines: dict[str, object] = {}
 
@@ -99,17 +103,35 @@ def search_space() -> QdrantSearchSpace:
 
 
 def pipeline_config() -> PipelineConfig:
-    realgram = None
+    realgram = tracking = None
     if settings.REALGRAM_CONFIG:
         realgram = RealgramConfig.from_dict(json.loads(Path(settings.REALGRAM_CONFIG).read_text()))
+    if settings.TRACKING_CONFIG:
+        tracking = TrackingConfig.from_dict(json.loads(Path(settings.TRACKING_CONFIG).read_text()))
     return PipelineConfig.named(
-        settings.PIPELINE_VERSION, realgram=realgram,
+        settings.PIPELINE_VERSION, realgram=realgram, tracking=tracking,
         knn_neighbours=settings.KNN_NEIGHBOURS, top_k=settings.TOP_K_CANDIDATES,
     )
 
 
+def reranker() -> Reranker | None:
+    """The v3 model from ``RERANKER_MODEL``; None while there is none yet (v3 then ranks as v2).
+    A file that is there but is no reranker raises ValueError: that is a mistake, not a fallback."""
+
+    def build() -> Reranker | None:
+        path = Path(settings.RERANKER_MODEL) if settings.RERANKER_MODEL else None
+        if path is None or not path.exists():
+            if settings.PIPELINE_VERSION == "v3":
+                logger.warning("RERANKER_MODEL %s is not there yet: v3 ranks as v2 until train_reranker writes it",
+                               path or "(unset)")
+            return None
+        return Reranker.load(path)
+
+    return _get("reranker", build)
+
+
 def pipeline() -> Pipeline:
-    return _get("pipeline", lambda: Pipeline(embedder(), search_space(), pipeline_config()))
+    return _get("pipeline", lambda: Pipeline(embedder(), search_space(), pipeline_config(), reranker()))
 
 
 def reset() -> None:
@@ -122,12 +144,12 @@ def reset() -> None:
 
 
 # Engines built from others; overriding one of their parts rebuilds them.
-_BUILT_FROM = {"search_space": {"embedder", "qdrant"}, "pipeline": {"embedder", "search_space"}}
+_BUILT_FROM = {"search_space": {"embedder", "qdrant"}, "pipeline": {"embedder", "search_space", "reranker"}}
 
 
 @contextmanager
 def override(**engines: object) -> Iterator[None]:
-    """Use the given engines (keys: embedder, detector, qdrant, search_space, pipeline) meanwhile."""
+    """Use the given engines (keys: embedder, detector, qdrant, search_space, reranker, pipeline) meanwhile."""
     with _lock:
         saved = dict(_engines)
         _engines.update(engines)

@@ -140,6 +140,9 @@ class Frame(models.Model):
     source_uri = models.CharField(max_length=1024, blank=True, help_text="Where the frame came from")
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED, db_index=True)
     status_reason = models.TextField(blank=True)
+    confidence = models.FloatField(
+        null=True, blank=True,
+        help_text="Mean margin between each box's first and second candidate: low means the pipeline hesitated")
     scheduled = models.BooleanField(default=False, db_index=True, help_text="Picked by the schedule for labelling")
     leased_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
                                   related_name="leased_frames")
@@ -213,6 +216,19 @@ class Box(models.Model):
 
     def __str__(self) -> str:
         return f"box {self.pk} on frame {self.frame_id}"
+
+
+class BoxEmbedding(models.Model):
+    """A box's crop as one embedder saw it (float16 bytes), kept from pre-labelling so tracking
+    compares the next frame's crops with it without decoding this frame again."""
+
+    box = models.ForeignKey(Box, on_delete=models.CASCADE, related_name="embeddings")
+    embedder = models.ForeignKey("ModelVersion", on_delete=models.PROTECT, related_name="+")
+    vector = models.BinaryField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["box", "embedder"], name="unique_box_embedding")]
 
 
 class ModelVersion(models.Model):

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from django.db.models import Exists, F, OuterRef, Prefetch, Q, QuerySet
 from django.shortcuts import get_object_or_404
 
-from annotator.models import Box, Company, Frame, Label, Prediction, Product, ProductImage
+from annotator.models import Box, BoxEmbedding, Company, Frame, Label, Prediction, Product, ProductImage
 from inference.realgram import ShelfHistory
 
 
@@ -105,3 +105,43 @@ def products_of_boxes(views: list[BoxView]) -> list[Product]:
     ids = {c["product_id"] for view in views if view.prediction for c in view.prediction.candidates}
     ids |= {view.label.product_id for view in views if view.label and view.label.product_id}
     return list(with_thumbnails(Product.objects.filter(pk__in=ids)).order_by("pk"))
+
+
+@dataclass
+class PreviousFrameState:
+    """What the camera's frame before another showed and what was decided about each of its boxes:
+    a person's current label where there is one (``confirmed``; -1 for a box deleted as no product),
+    else the top-1 of its latest prediction. ``vectors`` holds the stored embeddings by box id."""
+
+    frame: Frame
+    boxes: list[Box]
+    product_ids: list[int]
+    confirmed: list[bool]
+    vectors: dict[int, bytes]
+
+
+def previous_frame_state(*, frame: Frame, embedder_id: int) -> PreviousFrameState | None:
+    """The camera's latest frame taken before ``frame`` that was pre-labelled or labelled, with its
+    decided boxes, in a fixed number of queries. None for a camera's first frame or an untimed one."""
+    if frame.captured_at is None:
+        return None
+    previous = (
+        Frame.objects.filter(camera_id=frame.camera_id, captured_at__lt=frame.captured_at,
+                             status__in=[Frame.Status.READY, Frame.Status.LABELLED])
+        .order_by("-captured_at", "-pk").first()
+    )
+    if previous is None:
+        return None
+    views = frame_boxes(frame=previous)
+    boxes, product_ids, confirmed = [], [], []
+    for view in views:
+        if view.label is not None:
+            boxes.append(view.box)
+            product_ids.append(view.label.product_id if view.label.product_id is not None else -1)
+            confirmed.append(True)
+        elif view.prediction is not None:
+            boxes.append(view.box)
+            product_ids.append(view.prediction.product_id if view.prediction.product_id is not None else -1)
+            confirmed.append(False)
+    vectors = dict(BoxEmbedding.objects.filter(box__in=boxes, embedder_id=embedder_id).values_list("box_id", "vector"))
+    return PreviousFrameState(previous, boxes, product_ids, confirmed, {k: bytes(v) for k, v in vectors.items()})

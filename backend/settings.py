@@ -219,12 +219,17 @@ EMBEDDER_CHECKPOINT = env("EMBEDDER_CHECKPOINT")  # empty: ImageNet EfficientNet
 EMBEDDER_RUNTIME = env("EMBEDDER_RUNTIME", "onnx")  # onnx (exported once into var/models) or torch
 DETECTOR_WEIGHTS = env("DETECTOR_WEIGHTS")  # empty: frames keep the boxes they arrive with
 DETECTOR_CONFIDENCE = float(env("DETECTOR_CONFIDENCE", "0.25"))
-PIPELINE_VERSION = env("PIPELINE_VERSION", "v1")  # v0: kNN; v1: kNN + realgram
+# v0: kNN; v1: + realgram; v2: + tracking; v3: + the learned reranker (ranks as v2 while untrained)
+PIPELINE_VERSION = env("PIPELINE_VERSION", "v2")
 REALGRAM_CONFIG = env("REALGRAM_CONFIG")  # a JSON of realgram hyperparameters (tune_realgram writes one)
+TRACKING_CONFIG = env("TRACKING_CONFIG")  # a JSON of tracking hyperparameters
+RERANKER_MODEL = env("RERANKER_MODEL")  # the v3 model file (train_reranker writes one)
 KNN_NEIGHBOURS = env_int("KNN_NEIGHBOURS", 10)
 TOP_K_CANDIDATES = env_int("TOP_K_CANDIDATES", 10)
 EMBEDDING_BATCH_SIZE = env_int("EMBEDDING_BATCH_SIZE", 64)
 FRAME_LEASE_MINUTES = env_int("FRAME_LEASE_MINUTES", 20)  # how long an opened frame stays an annotator's
+# The queue prefers cameras whose pre-labelled frames of the last this many days were least confident.
+SCHEDULE_CONFIDENCE_DAYS = env_int("SCHEDULE_CONFIDENCE_DAYS", 7)
 TORCH_THREADS = env_int("TORCH_THREADS", 0)  # 0: torch's default
 
 REST_FRAMEWORK = {

@@ -52,3 +52,17 @@ def aggregate_neighbours(neighbours: Sequence[Neighbour], top_k: int) -> list[Ca
     # Ties broken by product id so the same neighbours always give the same ranking.
     candidates.sort(key=lambda c: (-c.score, c.product_id))
     return candidates[:top_k]
+
+
+def frame_confidence(candidates: Sequence[Sequence[Candidate]]) -> float | None:
+    """How sure the pipeline is about a frame: the mean over its boxes of the margin between the
+    first candidate's score and the second's (the first's alone when it has no rival, 0 for a box
+    with no candidate). None for a frame without boxes. Margin, not the top score, because a close
+    runner-up is what makes a suggestion a guess, whatever the scale of the scores."""
+    if not candidates:
+        return None
+    margins = [
+        (box[0].score - (box[1].score if len(box) > 1 else 0.0)) if box else 0.0
+        for box in candidates
+    ]
+    return float(sum(margins) / len(margins))

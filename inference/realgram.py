@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from inference.boxes import iou_matrix
 from inference.candidates import Candidate
 
 SECONDS_PER_DAY = 86_400.0
@@ -103,28 +104,13 @@ def combined_counts(product_ids: np.ndarray, frame_ids: np.ndarray) -> dict[int,
     return counts
 
 
-def overlap_matrix(crops: np.ndarray, annotated: np.ndarray, margin: float) -> np.ndarray:
-    """IoU of every crop box (B, 4) with every annotated box (E, 4), both x, y, w, h and grown by
-    ``margin`` x their size on each side first. Returns (B, E)."""
-
-    def corners(boxes: np.ndarray) -> tuple[np.ndarray, ...]:
-        x, y, w, h = boxes.T
-        return x - margin * w, y - margin * h, x + (1 + margin) * w, y + (1 + margin) * h
-
-    ax0, ay0, ax1, ay1 = (c[:, None] for c in corners(crops))
-    bx0, by0, bx1, by1 = (c[None, :] for c in corners(annotated))
-    inter = np.clip(np.minimum(ax1, bx1) - np.maximum(ax0, bx0), 0, None) * np.clip(
-        np.minimum(ay1, by1) - np.maximum(ay0, by0), 0, None)
-    union = (ax1 - ax0) * (ay1 - ay0) + (bx1 - bx0) * (by1 - by0) - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
-
-
 @dataclass(frozen=True)
 class RealgramScores:
     """Per crop and shelf product: the realgram score and what it is made of.
 
     product_ids: (P,); score: (B, P) already scaled by the weight; recency, spatial: (B, P) of the
-    annotated box that gave each maximum; count: (P,) the max-count rule's counts.
+    annotated box that gave each maximum; count: (P,) the max-count rule's counts; share: (P,)
+    each product's share of those counts (how much of the shelf it holds).
     """
 
     product_ids: np.ndarray
@@ -132,6 +118,7 @@ class RealgramScores:
     recency: np.ndarray
     spatial: np.ndarray
     count: np.ndarray
+    share: np.ndarray
 
 
 def realgram_scores(history: ShelfHistory, crops: np.ndarray, moment: float, config: RealgramConfig) -> RealgramScores:
@@ -141,10 +128,10 @@ def realgram_scores(history: ShelfHistory, crops: np.ndarray, moment: float, con
     crops = np.asarray(crops, np.float64).reshape(-1, 4)
     if len(history) == 0:
         empty = np.zeros((len(crops), 0))
-        return RealgramScores(np.zeros(0, np.int64), empty, empty, empty, np.zeros(0))
+        return RealgramScores(np.zeros(0, np.int64), empty, empty, empty, np.zeros(0), np.zeros(0))
     age_days = (moment - history.annotated_at) / SECONDS_PER_DAY
     recency = np.exp(-config.decay_per_day * age_days)  # (E,)
-    iou = overlap_matrix(crops, history.boxes, config.overlap_margin)  # (B, E)
+    iou = iou_matrix(crops, history.boxes, config.overlap_margin)  # (B, E)
     spatial = config.overlap_floor + (1 - config.overlap_floor) * iou ** config.overlap_power
     coefficient = recency[None, :] * spatial  # (B, E)
 
@@ -165,7 +152,7 @@ def realgram_scores(history: ShelfHistory, crops: np.ndarray, moment: float, con
     count = np.asarray([counts_by_product[p] for p in product_ids.tolist()], np.float64)
     share = count / count.sum()
     score = config.weight * (best + config.count_weight * share[None, :])
-    return RealgramScores(product_ids, score, best_recency, best_spatial, count)
+    return RealgramScores(product_ids, score, best_recency, best_spatial, count, share)
 
 
 def apply_realgram(candidates: Sequence[Sequence[Candidate]], scores: RealgramScores, top_k: int) -> list[list[Candidate]]:
@@ -188,6 +175,7 @@ def apply_realgram(candidates: Sequence[Sequence[Candidate]], scores: RealgramSc
                 realgram_recency=float(scores.recency[box, index]),
                 realgram_overlap=float(scores.spatial[box, index]),
                 realgram_count=float(scores.count[index]),
+                realgram_share=float(scores.share[index]),
             )
         ranked.append(sorted(merged.values(), key=lambda c: (-c.score, c.product_id))[:top_k])
     return ranked

@@ -13,15 +13,19 @@ from __future__ import annotations
 import hashlib
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
-from inference.pipeline import FrameContext, PipelineConfig, rank_candidates
+from inference.boxes import match_boxes
+from inference.candidates import Candidate
+from inference.pipeline import FrameContext, PipelineConfig, normalise_boxes, rank_candidates
 from inference.realgram import ShelfHistory
+from inference.reranker import Reranker, TrainingRows, candidate_features
 from inference.search_space import CropPoint, ExactSearchSpace
+from inference.tracking import PreviousFrame
 
 MATCH_IOU = 0.5  # boxes of consecutive frames this much overlapping are the same facing
 
@@ -84,34 +88,6 @@ def replay_order(frames: Sequence[ReplayFrame]) -> list[tuple[ReplayFrame, float
     return [(frame, moment) for moment, _store, _camera, _position, frame in ordered]
 
 
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of every box in ``a`` (N, 4 x, y, w, h) with every box in ``b`` (M, 4)."""
-    ax0, ay0 = a[:, 0:1], a[:, 1:2]
-    ax1, ay1 = ax0 + a[:, 2:3], ay0 + a[:, 3:4]
-    bx0, by0 = b[:, 0], b[:, 1]
-    bx1, by1 = bx0 + b[:, 2], by0 + b[:, 3]
-    inter = np.clip(np.minimum(ax1, bx1) - np.maximum(ax0, bx0), 0, None) * np.clip(
-        np.minimum(ay1, by1) - np.maximum(ay0, by0), 0, None)
-    union = a[:, 2:3] * a[:, 3:4] + b[:, 2] * b[:, 3] - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
-
-
-def match_boxes(previous: np.ndarray, current: np.ndarray, threshold: float = MATCH_IOU) -> list[tuple[int, int]]:
-    """Greedy one-to-one matching of two frames' boxes by IoU (best pairs first)."""
-    if len(previous) == 0 or len(current) == 0:
-        return []
-    iou = iou_matrix(previous, current)
-    pairs = np.argwhere(iou >= threshold)
-    order = np.lexsort((pairs[:, 1], pairs[:, 0], -iou[pairs[:, 0], pairs[:, 1]]))
-    used_previous, used_current, matches = set(), set(), []
-    for i, j in pairs[order]:
-        if i not in used_previous and j not in used_current:
-            used_previous.add(int(i))
-            used_current.add(int(j))
-            matches.append((int(i), int(j)))
-    return matches
-
-
 def run_replay(
     frames: Sequence[ReplayFrame],
     vectors: Callable[[ReplayFrame], np.ndarray],
@@ -121,6 +97,8 @@ def run_replay(
     annotate_every: int = 2,
     scored: Callable[[ReplayFrame], bool] | None = None,
     detections: Callable[[ReplayFrame], tuple[np.ndarray, np.ndarray]] | None = None,
+    reranker: Reranker | None = None,
+    on_ranked: Callable[[ReplayFrame, float, int, list[list[Candidate]]], None] | None = None,
 ) -> list[PipelineScore]:
     """Replay ``frames`` through each pipeline. ``vectors(frame)`` gives the frame's crop embeddings
     (one row per box). Every pipeline sees the same annotations (the schedule does not depend on
@@ -130,13 +108,19 @@ def run_replay(
 
     With ``detections(frame) -> (boxes (D, 4), vectors (D, dim))`` the pipelines classify detected
     boxes instead of the ground-truth ones: each ground-truth box takes the prediction of the
-    detection matched to it (IoU >= 0.5, one to one), and a missed box counts as unpredicted."""
+    detection matched to it (IoU >= 0.5, one to one), and a missed box counts as unpredicted.
+
+    Tracking pipelines carry the camera's previous frame forward: its truth when it was annotated
+    (a person's label), else that pipeline's own top-1 predictions. ``reranker`` is the model of the
+    pipelines that re-rank (none: they rank as v2). ``on_ranked(frame, moment, pipeline index,
+    candidates)`` sees every frame's ranked candidates before the frame is annotated."""
     if annotate_every < 1:
         raise ValueError("annotate_every must be at least 1")
     space = ExactSearchSpace(dim)
     history_rows: dict[str, list] = defaultdict(list)
     seen_per_camera: dict[tuple[str, str], int] = defaultdict(int)
     previous: dict[tuple[str, str], tuple[ReplayFrame, list[np.ndarray]]] = {}
+    tracked: dict[tuple[str, str], list[PreviousFrame]] = {}
     truth_all: list[np.ndarray] = []
     stores_all: list[np.ndarray] = []
     first_all: list[np.ndarray] = []
@@ -160,15 +144,27 @@ def run_replay(
         source = np.arange(len(frame.boxes))
         if detections:
             source = np.full(len(frame.boxes), -1)
-            for truth_index, detection_index in match_boxes(frame.boxes, query_boxes):
+            for truth_index, detection_index in match_boxes(frame.boxes, query_boxes, MATCH_IOU):
                 source[truth_index] = detection_index
             if counted:
                 detected_all.append(source >= 0)
-        predictions = []
+        annotated = seen_per_camera[camera] % annotate_every == 0
+        predictions, carried = [], []
         for index, config in enumerate(pipelines):
-            ranked = rank_candidates(query_vectors, query_boxes, context, history, search_space=space, config=config)
+            before_frame = tracked[camera][index] if camera in tracked else None
+            ranked = rank_candidates(query_vectors, query_boxes, context, history, before_frame, search_space=space,
+                                     config=config, reranker=reranker)
+            if on_ranked is not None:
+                on_ranked(frame, moment, index, ranked)
             top = np.array([c[0].product_id if c else -1 for c in ranked] + [-1], np.int64)
             predictions.append(top[source])
+            if annotated:
+                carried.append(PreviousFrame(normalise_boxes(frame.boxes, frame.width, frame.height), frame_vectors,
+                                             frame.truth, np.ones(len(frame.truth), bool), context.captured_at))
+            else:
+                carried.append(PreviousFrame(normalise_boxes(query_boxes, frame.width, frame.height), query_vectors,
+                                             top[:-1], np.zeros(len(query_boxes), bool), context.captured_at))
+        tracked[camera] = carried
         if counted:
             truth_all.append(frame.truth)
             stores_all.append(np.full(len(frame.truth), frame.store, dtype=object))
@@ -178,7 +174,7 @@ def run_replay(
 
         if counted and camera in previous:
             before, before_predictions = previous[camera]
-            for i, j in match_boxes(before.boxes, frame.boxes):
+            for i, j in match_boxes(before.boxes, frame.boxes, MATCH_IOU):
                 if before.truth[i] != frame.truth[j]:
                     continue
                 for index in range(len(pipelines)):
@@ -188,7 +184,7 @@ def run_replay(
                         flicker[index][0] += int(was != now)
         previous[camera] = (frame, predictions)
 
-        if seen_per_camera[camera] % annotate_every == 0:
+        if annotated:
             annotate(space, history_rows, frame, frame_vectors, moment, shelf_id, store_id)
         seen_per_camera[camera] += 1
 
@@ -201,6 +197,31 @@ def run_replay(
                        stores, first, *flicker[index], detected=detected)
         for index, (config, predicted) in enumerate(zip(pipelines, predicted_all))
     ]
+
+
+def collect_reranker_rows(
+    frames: Sequence[ReplayFrame],
+    vectors: Callable[[ReplayFrame], np.ndarray],
+    config: PipelineConfig,
+    *,
+    dim: int,
+    train: Callable[[ReplayFrame], bool],
+    annotate_every: int = 2,
+) -> TrainingRows:
+    """Training rows for the reranker from a replay of ``config`` without its reranking: for every
+    frame ``train`` selects, the features of the candidates the reranker would be given, labelled with
+    the frame's truth. The features are taken when the frame is predicted, before it or any later
+    frame is annotated, so no label reaches the features of a frame taken before it was made."""
+    rows = TrainingRows()
+
+    def on_ranked(frame: ReplayFrame, moment: float, _index: int, ranked: list[list[Candidate]]) -> None:
+        if train(frame):
+            boxes = normalise_boxes(frame.boxes, frame.width, frame.height)
+            rows.add(candidate_features(ranked, boxes, frame.width / frame.height), frame.truth, frame.frame_id, moment)
+
+    run_replay(frames, vectors, [replace(config, rerank=False)], dim=dim, annotate_every=annotate_every,
+               on_ranked=on_ranked)
+    return rows
 
 
 def annotate(space: ExactSearchSpace, history_rows: dict[str, list], frame: ReplayFrame, vectors: np.ndarray,

@@ -4,40 +4,51 @@ from __future__ import annotations
 
 import hashlib
 import json
-
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 from django.conf import settings
 from django.db import transaction
 
-from annotator import engines
-from annotator import selectors
-from annotator.models import Box, Frame, ModelVersion, PipelineVersion, Prediction
+from annotator import engines, selectors
+from annotator.models import Box, BoxEmbedding, Frame, ModelVersion, PipelineVersion, Prediction
 from annotator.services import search_index
 from annotator.services.frames import set_status
 from annotator.services.workspace import schedule_frame
+from inference.candidates import frame_confidence
 from inference.images import open_image
-from inference.pipeline import FrameContext
+from inference.pipeline import FrameContext, PipelineConfig, normalise_boxes
+from inference.tracking import PreviousFrame
 
 
-def current_pipeline_version() -> PipelineVersion:
+def current_embedder_version() -> ModelVersion:
+    embedder = engines.pipeline().embedder
+    version, _ = ModelVersion.objects.get_or_create(
+        kind=ModelVersion.Kind.EMBEDDER, name=embedder.name, defaults={"config": {"dim": embedder.dim}})
+    return version
+
+
+def current_pipeline_version(config: PipelineConfig | None = None) -> PipelineVersion:
+    """The version that ``config`` (the configured pipeline's by default) records its predictions
+    under: its name, digested with its hyperparameters and models (the reranker's training included)."""
     pipeline = engines.pipeline()
-    embedder_version, _ = ModelVersion.objects.get_or_create(
-        kind=ModelVersion.Kind.EMBEDDER, name=pipeline.embedder.name,
-        defaults={"config": {"dim": pipeline.embedder.dim}},
-    )
-    config = pipeline.config.as_dict()
+    config = config or pipeline.config
+    embedder_version = current_embedder_version()
+    settings_of = config.as_dict()
+    if config.rerank and pipeline.reranker is not None:
+        settings_of["reranker"] = {"trained_until": pipeline.reranker.trained_until, **pipeline.reranker.metrics}
     detector_version = None
     if engines.detector() is not None:
         weights = Path(settings.DETECTOR_WEIGHTS)
         detector_version, _ = ModelVersion.objects.get_or_create(
             kind=ModelVersion.Kind.DETECTOR, name=weights.name, defaults={"path": str(weights)})
-    identity = {"config": config, "embedder": embedder_version.name,
+    identity = {"config": settings_of, "embedder": embedder_version.name,
                 "detector": detector_version.name if detector_version else None}
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
     version, _ = PipelineVersion.objects.get_or_create(
-        name=pipeline.config.version, config_digest=digest,
-        defaults={"config": config, "embedder": embedder_version, "detector": detector_version},
+        name=config.version, config_digest=digest,
+        defaults={"config": settings_of, "embedder": embedder_version, "detector": detector_version},
     )
     return version
 
@@ -68,13 +79,20 @@ def prelabel_frame(*, frame_id: int) -> Frame:
             company_id=frame.company_id, store_id=frame.camera.store_id, shelf_id=frame.shelf_id,
             width=frame.width, height=frame.height, captured_at=moment.timestamp(),
         )
-        history = None
-        if pipeline.config.realgram is not None:
+        config = pipeline.config_for(context.captured_at)
+        history = previous = None
+        if config.realgram is not None:
             history = selectors.shelf_history(
-                shelf_id=frame.shelf_id, before=moment, window_days=pipeline.config.realgram.window_days)
-        ranked = pipeline.predict(image, [box.bbox for box in boxes], context, history)
-        version = current_pipeline_version()
+                shelf_id=frame.shelf_id, before=moment, window_days=config.realgram.window_days)
+        embedder_version = current_embedder_version()
+        vectors = pipeline.embed_boxes(image, [box.bbox for box in boxes])
+        if config.tracking is not None:
+            previous = previous_frame(frame=frame, embedder_version=embedder_version)
+        ranked = pipeline.rank(vectors, [box.bbox for box in boxes], context, history, previous)
+        version = current_pipeline_version(config)
         with transaction.atomic():
+            store_embeddings(boxes=boxes, vectors=vectors, embedder_version=embedder_version)
+            Frame.objects.filter(pk=frame.pk).update(confidence=frame_confidence(ranked))
             Prediction.objects.filter(box__frame=frame, pipeline_version=version).delete()
             Prediction.objects.bulk_create(
                 Prediction(
@@ -93,6 +111,38 @@ def prelabel_frame(*, frame_id: int) -> Frame:
             set_status(frame=frame, status=Frame.Status.FAILED, reason=f"{type(error).__name__}: {error}"[:2000])
         raise
     return frame
+
+
+def store_embeddings(*, boxes: Sequence[Box], vectors: np.ndarray, embedder_version: ModelVersion) -> None:
+    """Keep each box's embedding (float16) for tracking the next frame; re-running replaces them."""
+    BoxEmbedding.objects.filter(box__in=boxes, embedder=embedder_version).delete()
+    BoxEmbedding.objects.bulk_create(
+        BoxEmbedding(box=box, embedder=embedder_version, vector=np.asarray(vector, np.float16).tobytes())
+        for box, vector in zip(boxes, vectors)
+    )
+
+
+def previous_frame(*, frame: Frame, embedder_version: ModelVersion) -> PreviousFrame | None:
+    """The camera's previous frame for tracking, its boxes' embeddings read back from pre-labelling;
+    boxes that have none (imported or drawn by hand) are embedded now, from that frame's image."""
+    state = selectors.previous_frame_state(frame=frame, embedder_id=embedder_version.pk)
+    if state is None or not state.boxes:
+        return None
+    missing = [box for box in state.boxes if box.pk not in state.vectors]
+    if missing:
+        with state.frame.image.open("rb") as handle:
+            image = open_image(handle.read())
+        fresh = engines.pipeline().embed_boxes(image, [box.bbox for box in missing])
+        store_embeddings(boxes=missing, vectors=fresh, embedder_version=embedder_version)
+        state.vectors.update((box.pk, np.asarray(v, np.float16).tobytes()) for box, v in zip(missing, fresh))
+    previous = state.frame
+    return PreviousFrame(
+        boxes=normalise_boxes([box.bbox for box in state.boxes], previous.width, previous.height),
+        vectors=np.stack([np.frombuffer(state.vectors[box.pk], np.float16).astype(np.float32) for box in state.boxes]),
+        product_ids=np.asarray(state.product_ids, np.int64),
+        confirmed=np.asarray(state.confirmed, bool),
+        captured_at=previous.captured_at.timestamp(),
+    )
 
 
 def retry_frame(*, frame: Frame) -> bool:

@@ -13,7 +13,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Case, F, Q, When
+from django.db.models import Avg, Case, F, FloatField, OuterRef, Q, Subquery, When
 from django.utils import timezone
 
 from annotator import selectors
@@ -80,16 +80,30 @@ def lease_frame(*, frame_id: int, user) -> Frame:
     return frame
 
 
+def camera_confidence() -> Subquery:
+    """For a frame in a queryset: the mean confidence of its camera's pre-labelled frames in the
+    ``SCHEDULE_CONFIDENCE_DAYS`` up to it (how sure the pipeline has recently been on that shelf)."""
+    recent = (
+        Frame.objects.filter(
+            camera=OuterRef("camera"), confidence__isnull=False, captured_at__lte=OuterRef("captured_at"),
+            captured_at__gt=OuterRef("captured_at") - timedelta(days=settings.SCHEDULE_CONFIDENCE_DAYS))
+        .order_by().values("camera").annotate(mean=Avg("confidence")).values("mean")
+    )
+    return Subquery(recent, output_field=FloatField())
+
+
 @transaction.atomic
 def lease_next_frame(*, user) -> Frame | None:
     """The next scheduled, pre-labelled frame of the user's companies that nobody else holds,
-    oldest first (the user's own unfinished lease comes back first), leased to the user."""
+    leased to the user: their own unfinished lease first, then frames of the cameras whose recent
+    predictions were least confident (labels there teach the pipeline most), oldest first."""
     now = timezone.now()
     free = Q(leased_by__isnull=True) | Q(lease_expires_at__lte=now) | Q(leased_by=user)
     candidates = (
         selectors.frames_for(user).filter(status=Frame.Status.READY, scheduled=True).filter(free)
-        # The user's own unfinished lease first, then the oldest frame.
-        .order_by(Case(When(leased_by=user, then=0), default=1), F("captured_at").asc(nulls_last=True), "pk")
+        .annotate(camera_confidence=camera_confidence())
+        .order_by(Case(When(leased_by=user, then=0), default=1), F("camera_confidence").asc(nulls_last=True),
+                  F("captured_at").asc(nulls_last=True), "pk")
     )
     frame = candidates.select_for_update(skip_locked=True, of=("self",)).first()
     if frame is None:

@@ -1,8 +1,10 @@
 """The thin end-to-end path in one process: labels reach the search space through the outbox, and a
 new frame's boxes get ranked suggestions stored as Predictions."""
+from datetime import UTC, datetime, timedelta
+
 import pytest
 
-from annotator.models import Box, Frame, Label, Prediction, SearchSpaceOutbox
+from annotator.models import Box, BoxEmbedding, Frame, Label, Prediction, SearchSpaceOutbox
 from annotator.services import search_index
 from annotator.services.labels import Decision, record_labels
 from annotator.services.prelabel import prelabel_frame
@@ -12,6 +14,7 @@ pytestmark = pytest.mark.django_db
 
 RED, GREEN = 0, 1
 LAYOUT = [((10, 20, 60, 100), RED), ((90, 20, 60, 100), GREEN), ((170, 20, 60, 100), RED)]
+MONDAY = datetime(2024, 3, 4, 10, tzinfo=UTC)
 
 
 def labelled_frame(shelf, products, checksum):
@@ -156,8 +159,6 @@ def test_rebuild_search_space_from_the_database(test_engines, search_space):
 
 def test_v1_uses_the_shelf_history_before_the_frame(tiny_embedder, search_space):
     """Realgram lifts the product annotated at this spot of the shelf over an equally good kNN match."""
-    from datetime import UTC, datetime, timedelta
-
     from annotator import engines, selectors
     from inference.pipeline import Pipeline, PipelineConfig
     from inference.realgram import RealgramConfig
@@ -192,3 +193,104 @@ def test_v1_uses_the_shelf_history_before_the_frame(tiny_embedder, search_space)
     top = prediction.candidates[0]
     assert top["components"]["realgram"] > 0 and top["components"]["knn"] > 0.99
     assert {c["product_id"] for c in prediction.candidates} == {red_a.pk, red_b.pk}
+
+
+def two_lookalikes_and_a_camera():
+    """A shelf, two products that look the same (red), and red_a labelled on another shelf, so the
+    search space alone says red_a for any red crop."""
+    shelf = ShelfFactory()
+    company = shelf.camera.store.company
+    red_a, red_b = ProductFactory(company=company, name="Red A"), ProductFactory(company=company, name="Red B")
+    elsewhere = FrameFactory(blocks=[((10, 20, 60, 100), RED)], checksum="8" * 64, captured_at=MONDAY,
+                             shelf=ShelfFactory(camera__store__company=company))
+    record_labels(decisions=[Decision(box=BoxFactory(frame=elsewhere, x=10, y=20, w=60, h=100), product=red_a,
+                                      action=Label.Action.IMPORTED)])
+    return shelf, red_a, red_b
+
+
+def frame_on(shelf, checksum, hours, status=Frame.Status.QUEUED):
+    frame = FrameFactory(shelf=shelf, blocks=[((10, 20, 60, 100), RED)], checksum=checksum * 64,
+                         captured_at=MONDAY + timedelta(hours=hours), status=status)
+    return frame, BoxFactory(frame=frame, x=10, y=20, w=60, h=100)
+
+
+def pipeline_of(version, tiny_embedder, search_space, reranker=None):
+    from inference.pipeline import Pipeline, PipelineConfig
+    from inference.realgram import RealgramConfig
+
+    # No shelf context, so what moves a suggestion here is tracking alone.
+    config = PipelineConfig.named(version, realgram=RealgramConfig(weight=0.0), knn_neighbours=5, top_k=5)
+    return Pipeline(tiny_embedder, search_space, config, reranker)
+
+
+def test_v2_carries_the_label_confirmed_on_the_cameras_previous_frame(tiny_embedder, search_space):
+    from annotator import engines
+
+    shelf, red_a, red_b = two_lookalikes_and_a_camera()
+    before, before_box = frame_on(shelf, "a", hours=1)
+    later, later_box = frame_on(shelf, "b", hours=2)
+    v2 = pipeline_of("v2", tiny_embedder, search_space)
+    with engines.override(embedder=tiny_embedder, search_space=search_space, pipeline=v2, detector=None):
+        prelabel_frame(frame_id=before.pk)
+        assert Prediction.objects.get(box=before_box).product_id == red_a.pk
+        assert BoxEmbedding.objects.filter(box=before_box).count() == 1
+        # A person corrects the previous frame: the box is red_b.
+        record_labels(decisions=[Decision(box=before_box, product=red_b, action=Label.Action.CORRECTED)])
+        Frame.objects.filter(pk=before.pk).update(status=Frame.Status.LABELLED)
+        prelabel_frame(frame_id=later.pk)
+    prediction = Prediction.objects.get(box=later_box)
+    assert prediction.pipeline_version.name == "v2"
+    assert prediction.product_id == red_b.pk
+    components = prediction.candidates[0]["components"]
+    assert components["tracking_confirmed"] == 1.0 and components["tracking_similarity"] > 0.99
+    later.refresh_from_db()
+    assert later.confidence == pytest.approx(prediction.candidates[0]["score"] - prediction.candidates[1]["score"])
+
+
+def test_v2_embeds_a_previous_frame_that_was_imported_with_its_labels(tiny_embedder, search_space):
+    from annotator import engines
+
+    shelf, red_a, red_b = two_lookalikes_and_a_camera()
+    imported, imported_box = frame_on(shelf, "c", hours=1, status=Frame.Status.LABELLED)
+    record_labels(decisions=[Decision(box=imported_box, product=red_b, action=Label.Action.IMPORTED)])
+    later, later_box = frame_on(shelf, "d", hours=2)
+    v2 = pipeline_of("v2", tiny_embedder, search_space)
+    with engines.override(embedder=tiny_embedder, search_space=search_space, pipeline=v2, detector=None):
+        prelabel_frame(frame_id=later.pk)
+    assert BoxEmbedding.objects.filter(box=imported_box).count() == 1
+    assert Prediction.objects.get(box=later_box).product_id == red_b.pk
+
+
+def reranker_trained_until(moment):
+    import numpy as np
+
+    from inference.candidates import Candidate
+    from inference.reranker import TrainingRows, candidate_features, fit_reranker
+
+    rng = np.random.default_rng(0)
+    rows = TrainingRows()
+    for frame in range(40):
+        knn = rng.uniform(0.5, 1.0, (10, 2))
+        candidates = [[Candidate(1, float(a), {"knn": float(a)}), Candidate(2, float(b), {"knn": float(b)})]
+                      for a, b in knn]
+        rows.add(candidate_features(candidates, np.full((10, 4), 0.2), 1.0), 1 + knn.argmax(axis=1), frame, 0.0)
+    reranker = fit_reranker(rows, rounds=20)
+    reranker.trained_until = moment.timestamp()
+    return reranker
+
+
+@pytest.mark.parametrize("trained_hours, recorded", [(None, "v2"), (5, "v2"), (1, "v3")])
+def test_v3_ranks_only_frames_taken_after_its_training_else_as_v2(tiny_embedder, search_space, trained_hours,
+                                                                  recorded):
+    from annotator import engines
+
+    shelf, red_a, _ = two_lookalikes_and_a_camera()
+    frame, box = frame_on(shelf, "e", hours=2)
+    reranker = None if trained_hours is None else reranker_trained_until(MONDAY + timedelta(hours=trained_hours))
+    v3 = pipeline_of("v3", tiny_embedder, search_space, reranker)
+    with engines.override(embedder=tiny_embedder, search_space=search_space, pipeline=v3, detector=None):
+        prelabel_frame(frame_id=frame.pk)
+    prediction = Prediction.objects.get(box=box)
+    assert prediction.pipeline_version.name == recorded
+    assert ("reranker" in prediction.candidates[0]["components"]) == (recorded == "v3")
+    assert prediction.product_id == red_a.pk

@@ -5,7 +5,7 @@ import pytest
 from django.utils import timezone
 
 from annotator.models import Box, Frame, Label, PipelineVersion, Prediction, SearchSpaceOutbox
-from annotator.services.workspace import schedule_frame
+from annotator.services.workspace import lease_next_frame, schedule_frame
 from tests.factories import (
     BoxFactory,
     CompanyFactory,
@@ -219,3 +219,27 @@ def test_a_submit_succeeds_while_qdrant_is_down_and_the_outbox_delivers_later(cl
     monkeypatch.undo()  # Qdrant is back
     assert search_index.deliver_outbox() == 3
     assert search_space.count() == 3 and search_index.pending_count() == 0
+
+
+def test_next_frame_prefers_the_camera_whose_recent_predictions_were_least_sure(company, products):
+    sure_shelf, torn_shelf = ShelfFactory(camera__store__company=company), ShelfFactory(camera__store__company=company)
+    older = ready_frame(sure_shelf, products, hours=0, checksum="a" * 64)
+    newer = ready_frame(torn_shelf, products, hours=5, checksum="b" * 64)
+    # Earlier frames of each camera, pre-labelled but not scheduled: they set the camera's record.
+    for shelf, hours, confidence in ((sure_shelf, -2, 0.6), (torn_shelf, -3, 0.05)):
+        FrameFactory(shelf=shelf, status=Frame.Status.READY, captured_at=MONDAY + timedelta(hours=hours),
+                     confidence=confidence, checksum=f"{hours + 10:064d}")
+    Frame.objects.filter(pk=older.pk).update(confidence=0.5)
+    Frame.objects.filter(pk=newer.pk).update(confidence=0.1)
+    user = annotator(company)
+    assert lease_next_frame(user=user).pk == newer.pk  # the unsure camera first, though its frame is newer
+    second = lease_next_frame(user=UserFactory(username="other", company=company, role="annotator"))
+    assert second.pk == older.pk
+
+
+def test_next_frame_is_the_oldest_when_cameras_are_equally_sure(company, products):
+    shelves = [ShelfFactory(camera__store__company=company) for _ in range(2)]
+    frames = [ready_frame(shelf, products, hours=hours, checksum=c * 64)
+              for shelf, hours, c in ((shelves[0], 4, "c"), (shelves[1], 1, "d"))]
+    Frame.objects.filter(pk__in=[f.pk for f in frames]).update(confidence=0.3)
+    assert lease_next_frame(user=annotator(company)).pk == frames[1].pk

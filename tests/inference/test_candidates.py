@@ -1,6 +1,6 @@
 import pytest
 
-from inference.candidates import Candidate, Neighbour, aggregate_neighbours
+from inference.candidates import Candidate, Neighbour, aggregate_neighbours, frame_confidence
 
 
 def n(product_id: int, score: float, box_id: int = 0) -> Neighbour:
@@ -60,3 +60,11 @@ def test_as_dict_copies_the_components():
     assert data == {"product_id": 4, "score": 0.5, "components": {"knn": 0.5}}
     data["components"]["knn"] = 0.0
     assert candidate.components["knn"] == 0.5
+
+
+def test_frame_confidence_is_the_mean_margin_over_boxes():
+    sure = [Candidate(1, 0.9), Candidate(2, 0.3)]
+    torn = [Candidate(1, 0.6), Candidate(2, 0.58)]
+    alone = [Candidate(3, 0.7)]
+    assert frame_confidence([sure, torn, alone, []]) == pytest.approx((0.6 + 0.02 + 0.7 + 0.0) / 4)
+    assert frame_confidence([]) is None

@@ -4,6 +4,7 @@ import math
 import numpy as np
 import pytest
 
+from inference.boxes import iou_matrix
 from inference.candidates import Candidate
 from inference.realgram import (
     SECONDS_PER_DAY,
@@ -11,7 +12,6 @@ from inference.realgram import (
     ShelfHistory,
     apply_realgram,
     combined_counts,
-    overlap_matrix,
     realgram_scores,
 )
 
@@ -121,7 +121,7 @@ def test_vectorised_scores_equal_a_plain_loop():
             best = max(
                 math.exp(-config.decay_per_day * (NOW - t) / DAY)
                 * (config.overlap_floor + (1 - config.overlap_floor)
-                   * overlap_matrix(crop[None], box[None], config.overlap_margin)[0, 0] ** config.overlap_power)
+                   * iou_matrix(crop[None], box[None], config.overlap_margin)[0, 0] ** config.overlap_power)
                 for pid, box, t in zip(recent.product_ids, recent.boxes, recent.annotated_at) if pid == product
             )
             expected = config.weight * (best + config.count_weight * counts[int(product)] / total)

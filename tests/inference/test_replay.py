@@ -6,7 +6,7 @@ import pytest
 
 from inference.pipeline import PipelineConfig
 from inference.realgram import RealgramConfig
-from inference.replay import ReplayFrame, match_boxes, replay_order, run_replay
+from inference.replay import ReplayFrame, replay_order, run_replay
 
 T0 = datetime(2024, 3, 4, 9, tzinfo=UTC)
 BOX_A, BOX_B = (0, 0, 10, 10), (20, 0, 10, 10)
@@ -100,13 +100,6 @@ def test_scored_filter_keeps_other_frames_in_the_search_space():
     frames = [frame(1, minutes=0, shelf="train"), frame(2, camera="cam-2", minutes=1, shelf="report")]
     [score] = run_replay(frames, colour_vectors({}), [PipelineConfig()], dim=3, scored=lambda f: f.shelf == "report")
     assert score.boxes == 2 and score.accuracy == 1.0
-
-
-def test_match_boxes_is_one_to_one_by_best_iou():
-    previous = np.array([[0, 0, 10, 10], [12, 0, 10, 10]], np.float64)
-    current = np.array([[1, 0, 10, 10], [50, 0, 10, 10], [11, 0, 10, 10]], np.float64)
-    assert sorted(match_boxes(previous, current)) == [(0, 0), (1, 2)]
-    assert match_boxes(previous, np.zeros((0, 4))) == []
 
 
 def test_with_a_detector_missed_boxes_count_and_matched_ones_take_the_detection_prediction():

@@ -8,10 +8,13 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from annotator.coco import CocoError
+from annotator.management.stage_configs import read_stage_config
 from annotator.replays import detect_replay, prepare_replay
 from inference.pipeline import PIPELINE_VERSIONS, PipelineConfig
 from inference.realgram import RealgramConfig
 from inference.replay import run_replay
+from inference.reranker import Reranker
+from inference.tracking import TrackingConfig
 
 
 class Command(BaseCommand):
@@ -19,10 +22,12 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("dataset", help="COCO annotations json, or a folder holding annotations.json")
-        parser.add_argument("--pipelines", default="v0,v1", help=f"comma-separated: {', '.join(PIPELINE_VERSIONS)}")
+        parser.add_argument("--pipelines", default="v0,v1,v2", help=f"comma-separated: {', '.join(PIPELINE_VERSIONS)}")
         parser.add_argument("--annotate-every", type=int, default=2, help="per camera, every N-th frame is annotated")
         parser.add_argument("--embedder", help="embedder checkpoint (default: ImageNet EfficientNet-Lite0)")
-        parser.add_argument("--realgram-config", type=Path, help="JSON of realgram hyperparameters for v1")
+        parser.add_argument("--realgram-config", type=Path, help="JSON of realgram hyperparameters (v1 and later)")
+        parser.add_argument("--tracking-config", type=Path, help="JSON of tracking hyperparameters (v2 and later)")
+        parser.add_argument("--reranker", type=Path, help="trained reranker for v3 (train_reranker makes one)")
         parser.add_argument("--report-shelves", help="regex: score only shelves matching it (all frames still replay)")
         parser.add_argument("--knn", type=int, default=10, help="neighbours per crop")
         parser.add_argument("--detector", type=Path,
@@ -30,9 +35,10 @@ class Command(BaseCommand):
                                  "detection recall and accuracy on the matched boxes")
         parser.add_argument("--json", type=Path, dest="json_out", help="write the results here")
 
-    def handle(self, *args, dataset, pipelines, annotate_every, embedder, realgram_config, report_shelves, knn,
-               detector, json_out, **options):
-        configs = self.pipeline_configs(pipelines, realgram_config, knn)
+    def handle(self, *args, dataset, pipelines, annotate_every, embedder, realgram_config, tracking_config, reranker,
+               report_shelves, knn, detector, json_out, **options):
+        configs = self.pipeline_configs(pipelines, realgram_config, tracking_config, knn)
+        model = self.reranker(reranker, configs)
         if annotate_every < 1:
             raise CommandError(f"--annotate-every must be at least 1, not {annotate_every}")
         shelf_filter = self.shelf_filter(report_shelves)
@@ -52,7 +58,7 @@ class Command(BaseCommand):
         scores = run_replay(prepared.frames, prepared.vectors_of(), configs, dim=prepared.dim,
                             annotate_every=annotate_every,
                             scored=(lambda f: bool(shelf_filter.search(f.shelf))) if shelf_filter else None,
-                            detections=(lambda f: detected[f.frame_id]) if detected else None)
+                            detections=(lambda f: detected[f.frame_id]) if detected else None, reranker=model)
         names = {c.id: c.name for c in data.categories.values()}
         self.print_table(scores)
         if json_out:
@@ -60,23 +66,31 @@ class Command(BaseCommand):
             json_out.write_text(json.dumps({
                 "dataset": str(data.path), "embedder": prepared.embedder_name, "annotate_every": annotate_every,
                 "report_shelves": report_shelves, "categories": names,
+                "reranker": str(reranker) if reranker else None,
                 "pipelines": {c.version: c.as_dict() for c in configs},
                 "results": {s.pipeline: s.as_dict() for s in scores},
             }, indent=2))
             self.stdout.write(f"wrote {json_out}")
 
-    def pipeline_configs(self, pipelines: str, realgram_config: Path | None, knn: int) -> list[PipelineConfig]:
-        realgram = None
-        if realgram_config:
-            try:
-                realgram = RealgramConfig.from_dict(json.loads(realgram_config.read_text()))
-            except (OSError, ValueError, TypeError) as error:
-                raise CommandError(f"{realgram_config}: not a realgram config ({error})") from None
+    def pipeline_configs(self, pipelines: str, realgram_config: Path | None, tracking_config: Path | None,
+                         knn: int) -> list[PipelineConfig]:
+        realgram = read_stage_config(RealgramConfig, realgram_config, "realgram")
+        tracking = read_stage_config(TrackingConfig, tracking_config, "tracking")
         try:
-            return [PipelineConfig.named(name.strip(), realgram=realgram, knn_neighbours=knn)
+            return [PipelineConfig.named(name.strip(), realgram=realgram, tracking=tracking, knn_neighbours=knn)
                     for name in pipelines.split(",") if name.strip()]
         except ValueError as error:
             raise CommandError(f"--pipelines: {error}") from None
+
+    def reranker(self, path: Path | None, configs: list[PipelineConfig]) -> Reranker | None:
+        if any(c.rerank for c in configs) and path is None:
+            raise CommandError("v3 needs --reranker PATH: train one with `python manage.py train_reranker`")
+        if path is None:
+            return None
+        try:
+            return Reranker.load(path)
+        except ValueError as error:
+            raise CommandError(str(error)) from None
 
     def shelf_filter(self, pattern: str | None):
         if not pattern:
