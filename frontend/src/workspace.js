@@ -809,6 +809,13 @@ function why(components) {
     if (detail.length) shelf.push(`(${detail.join(", ")})`);
     parts.push(shelf.join(" "));
   }
+  if (typeof components.tracking === "number") {
+    const source = components.tracking_confirmed === 1 ? "labelled" : "suggested";
+    let track = `${source} on the previous frame +${fmt(components.tracking)}`;
+    if (typeof components.tracking_similarity === "number") track += ` (looks ${fmt(components.tracking_similarity)} alike)`;
+    parts.push(track);
+  }
+  if (typeof components.reranker === "number") parts.push(`model ${Math.round(100 * components.reranker)}%`);
   return parts.join(" · ");
 }
 

@@ -209,7 +209,9 @@ def ready_frame(shelf, products, *, days=0):
         candidates = [{"product_id": products[j].pk, "score": 0.92 - 0.2 * k,
                        "components": {"knn": 0.92 - 0.2 * k, "knn_mean": 0.85 - 0.2 * k, "knn_count": 3.0,
                                       "realgram": 0.1, "realgram_recency": 0.8, "realgram_overlap": 0.6,
-                                      "realgram_count": 4.0}}
+                                      "realgram_count": 4.0,
+                                      **({"tracking": 0.14, "tracking_similarity": 0.97, "tracking_confirmed": 1.0}
+                                         if k == 0 else {})}}
                       for k, j in enumerate(order)]
         Prediction.objects.create(box=box, pipeline_version=version, product=products[i], score=0.92,
                                   candidates=candidates)
@@ -265,7 +267,10 @@ def test_submit_errors_are_shown_and_a_retry_keeps_the_answers(page, live_server
     log_in(page, live_server, "ann")
     page.goto(f"{live_server.url}/label/")
     page.wait_for_selector(".ws-tag", timeout=TIMEOUT)
-    assert "shelf +0.10" in page.locator(".ws-candidate").first.inner_text()  # the realgram "why"
+    why = page.locator(".ws-candidate").first.inner_text()
+    assert "shelf +0.10" in why  # the realgram "why"
+    assert "labelled on the previous frame +0.14 (looks 0.97 alike)" in why  # and tracking's
+    assert "previous frame" not in page.locator(".ws-candidate").nth(1).inner_text()
     keys(page, "Enter", "3", "x")  # confirmed, corrected to the third candidate, deleted
     # A reload keeps the answers not sent yet.
     page.reload()
