@@ -25,7 +25,7 @@ from inference.onnx_embedder import OnnxEmbedder, export_onnx, load_onnx_embedde
 from inference.pipeline import Pipeline, PipelineConfig
 from inference.realgram import RealgramConfig
 from inference.reranker import Reranker
-from inference.search_space import QdrantSearchSpace, collection_name, connect_qdrant
+from inference.search_space import EdgeSearchSpace, QdrantSearchSpace, collection_name, connect_qdrant
 from inference.tracking import TrackingConfig
 
 logger = logging.getLogger(__name__)
@@ -94,10 +94,19 @@ def qdrant_client():
     return _get("qdrant", build)
 
 
-def search_space() -> QdrantSearchSpace:
-    def build() -> QdrantSearchSpace:
+def search_space() -> QdrantSearchSpace | EdgeSearchSpace:
+    """A Qdrant server's collection with ``QDRANT_URL``; else the embedded engine that
+    ``QDRANT_EMBEDDED`` names: ``edge`` (Qdrant Edge, the default) or ``local`` (qdrant-client's
+    local mode), both kept under ``QDRANT_PATH`` and owned by one process."""
+
+    def build() -> QdrantSearchSpace | EdgeSearchSpace:
         model = embedder()
-        return QdrantSearchSpace(qdrant_client(), collection_name(model.name), model.dim)
+        name = collection_name(model.name)
+        if not settings.QDRANT_URL and settings.QDRANT_EMBEDDED == "edge":
+            space = EdgeSearchSpace(settings.QDRANT_PATH / "edge", name, model.dim)
+            atexit.register(space.close)
+            return space
+        return QdrantSearchSpace(qdrant_client(), name, model.dim)
 
     return _get("search_space", build)
 
@@ -135,12 +144,15 @@ def pipeline() -> Pipeline:
 
 
 def reset() -> None:
-    """Forget every engine (closing the Qdrant client), so the next call rebuilds from settings."""
+    """Forget every engine (closing the Qdrant client or shard), so the next call rebuilds from settings."""
     with _lock:
         client = _engines.get("qdrant")
+        space = _engines.get("search_space")
         _engines.clear()
     if client is not None:
         client.close()
+    if isinstance(space, EdgeSearchSpace):
+        space.close()
 
 
 # Engines built from others; overriding one of their parts rebuilds them.

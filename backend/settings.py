@@ -11,6 +11,7 @@ import secrets
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -30,6 +31,13 @@ def env_bool(name: str, default: bool = False) -> bool:
 def env_int(name: str, default: int) -> int:
     value = os.environ.get(name)
     return int(value) if value else default
+
+
+def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = env(name, default)
+    if value not in choices:
+        raise ImproperlyConfigured(f"{name} must be one of {', '.join(choices)}, not {value!r}")
+    return value
 
 
 def env_list(name: str, default: str = "") -> list[str]:
@@ -209,8 +217,11 @@ if INGEST_S3_BUCKET:
         "kwargs": {"bucket": INGEST_S3_BUCKET, "prefix": INGEST_S3_PREFIX},
     }
 
-# --- Search space: a Qdrant server when QDRANT_URL is set, else Qdrant's embedded mode in var/qdrant.
+# --- Search space: a Qdrant server when QDRANT_URL is set, else an embedded engine in var/qdrant:
+# "edge" (Qdrant Edge, Qdrant's engine in-process: ms per query at 100k points) or "local"
+# (qdrant-client's local mode: exact search in Python, seconds per query at 100k points).
 QDRANT_URL = env("QDRANT_URL")
+QDRANT_EMBEDDED = env_choice("QDRANT_EMBEDDED", "edge", ("edge", "local"))
 QDRANT_API_KEY = env("QDRANT_API_KEY") or None
 QDRANT_PATH = Path(env("QDRANT_PATH", str(VAR_DIR / "qdrant")))
 

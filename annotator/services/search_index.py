@@ -104,6 +104,7 @@ def rebuild_search_space(*, batch_size: int = 2000) -> int:
     )
     for start in range(0, len(box_ids), batch_size):
         space.upsert(crop_points(box_ids=box_ids[start : start + batch_size]))
+    space.flush()  # Qdrant Edge builds its HNSW graph here; a server indexes by itself
     with transaction.atomic():
         SearchSpaceOutbox.objects.filter(delivered_at__isnull=True).update(delivered_at=timezone.now())
     return len(box_ids)

@@ -1,10 +1,13 @@
 """The process's engines: the embedder served through onnxruntime from a cached export."""
+from datetime import UTC, datetime
+
 import numpy as np
 import pytest
 
 from annotator import engines
 from inference.embedder import Embedder, save_checkpoint
 from inference.onnx_embedder import OnnxEmbedder
+from inference.search_space import CropPoint
 from tests.factories import shelf_image
 
 
@@ -51,3 +54,18 @@ def test_the_torch_runtime_serves_the_checkpoint_itself(settings, tmp_path, chec
     settings.EMBEDDER_RUNTIME = "torch"
     assert isinstance(engines.embedder(), Embedder)
     assert not (tmp_path / "var" / "models").exists()
+
+
+@pytest.mark.parametrize("embedded, kind", [("edge", "EdgeSearchSpace"), ("local", "QdrantSearchSpace")])
+def test_the_embedded_search_engine_is_the_one_configured(settings, tmp_path, tiny_embedder, fresh_engines,
+                                                          embedded, kind):
+    settings.QDRANT_URL = ""
+    settings.QDRANT_EMBEDDED = embedded
+    settings.QDRANT_PATH = tmp_path / "qdrant"
+    with engines.override(embedder=tiny_embedder):
+        space = engines.search_space()
+        assert type(space).__name__ == kind
+        space.upsert([CropPoint(1, np.ones(tiny_embedder.dim), 7, 1, 1, 1, 1, None, datetime(2024, 1, 1, tzinfo=UTC))])
+        [[hit]] = space.search(np.ones((1, tiny_embedder.dim)), company_id=1)
+        assert hit.product_id == 7
+    assert (tmp_path / "qdrant").is_dir()

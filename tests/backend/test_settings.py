@@ -19,7 +19,8 @@ import pytest
 import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-CONTROLLED = ("DATABASE_URL", "REDIS_URL", "QDRANT_URL", "QDRANT_PATH", "QDRANT_API_KEY", "MEDIA_ROOT", "TIME_ZONE")
+CONTROLLED = ("DATABASE_URL", "REDIS_URL", "QDRANT_URL", "QDRANT_PATH", "QDRANT_API_KEY", "QDRANT_EMBEDDED",
+              "MEDIA_ROOT", "TIME_ZONE")
 CONTROLLED_PREFIXES = ("AWS_", "INGEST_", "DJANGO_", "CELERY_")
 
 PRINT_SETTINGS = """
@@ -33,6 +34,7 @@ print(json.dumps({
     "CELERY_BROKER_TRANSPORT_OPTIONS": settings.CELERY_BROKER_TRANSPORT_OPTIONS,
     "QDRANT_URL": settings.QDRANT_URL,
     "QDRANT_PATH": str(settings.QDRANT_PATH),
+    "QDRANT_EMBEDDED": settings.QDRANT_EMBEDDED,
     "STORAGES": settings.STORAGES,
     "MEDIA_ROOT": str(settings.MEDIA_ROOT),
     "DEBUG": settings.DEBUG,
@@ -90,6 +92,7 @@ def test_defaults_keep_everything_under_var_dir(var_dir):
 
     assert config["QDRANT_URL"] == ""
     assert Path(config["QDRANT_PATH"]) == var_dir / "qdrant"
+    assert config["QDRANT_EMBEDDED"] == "edge"
 
     assert config["STORAGES"]["default"]["BACKEND"] == "django.core.files.storage.FileSystemStorage"
     assert Path(config["MEDIA_ROOT"]) == var_dir / "media"
@@ -148,6 +151,12 @@ def test_an_empty_variable_means_the_default(var_dir, name):
     assert config["CELERY_BROKER_URL"] == "filesystem://localhost//"
     assert config["QDRANT_URL"] == ""
     assert config["STORAGES"]["default"]["BACKEND"] == "django.core.files.storage.FileSystemStorage"
+
+
+def test_an_unknown_embedded_engine_is_refused_at_start(var_dir):
+    result = run_python(PRINT_SETTINGS, var_dir, QDRANT_EMBEDDED="faiss")
+    assert result.returncode != 0
+    assert "QDRANT_EMBEDDED must be one of edge, local, not 'faiss'" in result.stderr
 
 
 def test_redis_url_selects_the_redis_broker_and_result_backend(var_dir):

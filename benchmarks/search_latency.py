@@ -1,0 +1,144 @@
+"""Search latency and recall of the embedded search-space engines, side by side in one run.
+
+    .venv/bin/python benchmarks/search_latency.py [--points 100000] [--dim 512] [--queries 200]
+        [--local-points 5000] [--no-hnsw]
+
+Engines, all through the one ``SearchSpace`` interface the pipeline uses:
+- numpy exact (``ExactSearchSpace``): the replay's engine, the reference for recall;
+- Qdrant Edge (``EdgeSearchSpace``) as written (plain segments, scanned by Qdrant's engine);
+- Qdrant Edge after ``optimize()`` (HNSW graph; its build time is printed);
+- qdrant-client's local mode (``QdrantSearchSpace`` on a folder) at ``--local-points`` only: it is
+  exact search in Python and answers in seconds at 100k points.
+
+Points carry a company (10 companies, the largest 40% of the points) and a store (5 per company);
+queries are filtered by the largest company, then by one of its stores, one query per call (a frame
+batches its boxes, but latency per query is the figure to compare), top 10. Vectors are clustered
+(as crops of products are) rather than uniform noise, for which recall figures mean little.
+Ratios measured in one run are the figures to read: absolute times on a shared machine are noisy.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from inference.search_space import (  # noqa: E402
+    CropPoint,
+    EdgeSearchSpace,
+    ExactSearchSpace,
+    QdrantSearchSpace,
+    connect_qdrant,
+)
+
+WHEN = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def make_points(count: int, dim: int, rng: np.random.Generator) -> list[CropPoint]:
+    products = max(count // 100, 10)
+    centres = rng.normal(size=(products, dim)).astype(np.float32)
+    product = rng.integers(0, products, count)
+    vectors = centres[product] + 0.6 * rng.normal(size=(count, dim)).astype(np.float32)
+    shares = np.array([0.4] + [0.6 / 9] * 9)
+    company = rng.choice(10, size=count, p=shares) + 1
+    store = company * 10 + rng.integers(0, 5, count)
+    return [CropPoint(i + 1, vectors[i], int(product[i]), 1, int(company[i]), int(store[i]), 1, None, WHEN)
+            for i in range(count)]
+
+
+def folder_size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def timed_queries(space, queries: np.ndarray, **filters) -> tuple[list[list[int]], np.ndarray]:
+    ids, times = [], []
+    for query in queries:
+        start = time.perf_counter()
+        [hits] = space.search(query[None], limit=10, **filters)
+        times.append(time.perf_counter() - start)
+        ids.append([h.box_id for h in hits])
+    return ids, np.array(times) * 1000
+
+
+def recall(found: list[list[int]], truth: list[list[int]]) -> float:
+    return float(np.mean([len(set(f) & set(t)) / max(len(t), 1) for f, t in zip(found, truth)]))
+
+
+def report(name: str, space, queries, truth: dict, extra: str = "") -> None:
+    cells = []
+    for label, filters in (("company", {"company_id": 1}), ("store", {"company_id": 1, "store_id": 10})):
+        ids, ms = timed_queries(space, queries, **filters)
+        cells.append(f"{label} p50 {np.percentile(ms, 50):8.2f} ms p99 {np.percentile(ms, 99):8.2f} ms "
+                     f"recall@10 {recall(ids, truth[label]):.3f}")
+    print(f"{name:34s} " + " | ".join(cells) + (f" | {extra}" if extra else ""), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--points", type=int, default=100_000)
+    parser.add_argument("--dim", type=int, default=512)
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--local-points", type=int, default=5_000, help="points for qdrant-client's local mode (0: skip)")
+    parser.add_argument("--no-hnsw", action="store_true", help="skip building Qdrant Edge's HNSW graph")
+    args = parser.parse_args()
+
+    rng = np.random.default_rng(0)
+    points = make_points(args.points, args.dim, rng)
+    queries = np.stack([points[i].vector for i in rng.integers(0, len(points), args.queries)])
+    queries = queries + 0.3 * rng.normal(size=queries.shape).astype(np.float32)
+    work = Path(tempfile.mkdtemp(prefix="search-bench-"))
+    print(f"{args.points:,} points of {args.dim} dims, {args.queries} queries, top 10, one query per call")
+    try:
+        exact = ExactSearchSpace(args.dim, capacity=args.points)
+        start = time.perf_counter()
+        exact.upsert(points)
+        insert = time.perf_counter() - start
+        truth = {label: timed_queries(exact, queries, **filters)[0]
+                 for label, filters in (("company", {"company_id": 1}), ("store", {"company_id": 1, "store_id": 10}))}
+        report("numpy exact", exact, queries, truth,
+               f"insert {insert:.1f} s, {exact._vectors.nbytes / 2**20:,.0f} MiB of vectors in memory")
+
+        edge = EdgeSearchSpace(work / "edge", "crops-bench", args.dim)
+        start = time.perf_counter()
+        edge.upsert(points)
+        edge._shard.flush()
+        insert = time.perf_counter() - start
+        report("qdrant-edge, plain segments", edge, queries, truth,
+               f"insert {insert:.1f} s, {folder_size(edge.path) / 2**20:,.0f} MiB on disk")
+        if not args.no_hnsw:
+            start = time.perf_counter()
+            edge.flush()
+            build = time.perf_counter() - start
+            report("qdrant-edge, HNSW (m 16, ef 128)", edge, queries, truth,
+                   f"index build {build:.1f} s, {edge.indexed_count():,} indexed, "
+                   f"{folder_size(edge.path) / 2**20:,.0f} MiB on disk")
+        edge.close()
+
+        if args.local_points:
+            subset = points[: args.local_points]
+            small_exact = ExactSearchSpace(args.dim)
+            small_exact.upsert(subset)
+            few = queries[: min(20, len(queries))]
+            small_truth = {label: timed_queries(small_exact, few, **filters)[0]
+                           for label, filters in (("company", {"company_id": 1}),
+                                                  ("store", {"company_id": 1, "store_id": 10}))}
+            local = QdrantSearchSpace(connect_qdrant(path=work / "local"), "crops-bench", args.dim)
+            start = time.perf_counter()
+            local.upsert(subset)
+            insert = time.perf_counter() - start
+            report(f"qdrant-client local, {args.local_points:,} pts", local, few, small_truth, f"insert {insert:.1f} s")
+            report(f"numpy exact, {args.local_points:,} pts", small_exact, few, small_truth)
+            local.client.close()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

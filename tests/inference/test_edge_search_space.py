@@ -1,0 +1,81 @@
+"""Qdrant Edge, the embedded engine: the same answers as the exact engine, through the same interface."""
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+
+from inference.search_space import CropPoint, EdgeSearchSpace, ExactSearchSpace
+
+DIM = 16
+WHEN = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def random_points(rng, count, start=0):
+    vectors = rng.normal(size=(count, DIM)).astype(np.float32)
+    return [
+        CropPoint(box_id=start + i, vector=vectors[i], product_id=int(rng.integers(1, 20)), frame_id=1,
+                  company_id=int(rng.integers(1, 3)), store_id=int(rng.integers(1, 4)), shelf_id=1,
+                  category_id=int(rng.integers(1, 3)) if i % 5 else None, annotated_at=WHEN)
+        for i in range(count)
+    ]
+
+
+@pytest.fixture
+def edge(tmp_path):
+    space = EdgeSearchSpace(tmp_path / "edge", "crops-test", DIM)
+    yield space
+    space.close()
+
+
+def neighbours(space, queries, **filters):
+    return [[(n.box_id, n.product_id, round(n.score, 4)) for n in hits]
+            for hits in space.search(queries, limit=7, **filters)]
+
+
+@pytest.mark.parametrize("filters", [{"company_id": 1}, {"company_id": 2, "store_id": 3}, {"company_id": 1, "category_id": 2}])
+def test_edge_agrees_with_the_exact_engine(edge, filters):
+    rng = np.random.default_rng(1)
+    exact = ExactSearchSpace(DIM)
+    points = random_points(rng, 300)
+    for space in (edge, exact):
+        space.upsert(points[:200])
+        space.upsert(points[200:])
+        space.upsert(random_points(np.random.default_rng(2), 40, start=100))  # replaces ids 100..139
+        space.delete(list(range(0, 300, 7)))
+    queries = rng.normal(size=(12, DIM)).astype(np.float32)
+    assert neighbours(edge, queries, **filters) == neighbours(exact, queries, **filters)
+    assert edge.count() == exact.count() and edge.count(company_id=1) == exact.count(company_id=1)
+
+
+def test_a_missing_shard_is_empty_and_searching_does_not_create_it(edge):
+    assert edge.search(np.ones((2, DIM)), company_id=1) == [[], []]
+    assert edge.count() == 0
+    edge.delete([1])
+    assert not edge.path.exists()
+    assert edge.search(np.zeros((0, DIM)), company_id=1) == []
+
+
+def test_points_survive_closing_and_recreate_empties(tmp_path):
+    space = EdgeSearchSpace(tmp_path / "edge", "crops-test", DIM)
+    space.upsert(random_points(np.random.default_rng(3), 50))
+    space.flush()
+    space.close()
+    reopened = EdgeSearchSpace(tmp_path / "edge", "crops-test", DIM)
+    assert reopened.count() == 50
+    reopened.recreate()
+    assert reopened.count() == 0
+    reopened.close()
+
+
+def test_an_indexed_shard_still_finds_each_stored_crop(tmp_path):
+    """Past Qdrant's indexing threshold the search is HNSW, approximate: a stored crop is still
+    its own nearest neighbour."""
+    rng = np.random.default_rng(4)
+    space = EdgeSearchSpace(tmp_path / "edge", "crops-big", 128)
+    vectors = rng.normal(size=(30_000, 128)).astype(np.float32)
+    space.upsert([CropPoint(i, v, i % 50, 1, 1, 1, 1, None, WHEN) for i, v in enumerate(vectors)])
+    space.flush()
+    assert space.indexed_count() == 30_000
+    hits = space.search(vectors[:50], company_id=1, limit=3)
+    assert [h[0].box_id for h in hits] == list(range(50))
+    space.close()
