@@ -193,6 +193,10 @@ else:
         "store_processed": False,
         "polling_interval": 0.1,
     }
+# Pre-labelling is the heavy stage: PRELABEL_QUEUE=prelabel sends it to workers started with
+# `-Q prelabel`, so search-space deliveries and ingestion on the default queue never wait behind it.
+PRELABEL_QUEUE = env("PRELABEL_QUEUE", "celery")
+CELERY_TASK_ROUTES = {"annotator.tasks.prelabel_frame": {"queue": PRELABEL_QUEUE}}
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1

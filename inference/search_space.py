@@ -283,6 +283,9 @@ def _filter(**fields: int | None) -> models.Filter:
     )
 
 
+GATHER_BELOW = 8  # filters keeping under 1/8 of the rows copy them out; broader ones score in place
+
+
 class ExactSearchSpace:
     """Exact cosine search in memory. Rows live in growable arrays; a deleted or replaced point
     leaves a dead row, so writes never copy the whole index."""
@@ -356,7 +359,12 @@ class ExactSearchSpace:
         if len(queries) == 0 or len(rows) == 0:
             return [[] for _ in range(len(queries))]
         queries = queries / np.linalg.norm(queries, axis=1, keepdims=True).clip(1e-12)
-        scores = queries @ self._vectors[rows].T  # (Q, n)
+        if len(rows) * GATHER_BELOW > self._size:
+            # A broad filter: scoring every row in place beats copying the matching rows out first
+            # (at 1M points a 40% company is 800 MB to gather per call).
+            scores = (queries @ self._vectors[: self._size].T)[:, rows]
+        else:
+            scores = queries @ self._vectors[rows].T  # (Q, n)
         k = min(limit, len(rows))
         top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
         results = []

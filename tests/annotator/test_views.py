@@ -95,3 +95,16 @@ def test_openapi_schema_describes_the_api(client, scene):
     assert response.status_code == 200
     paths = response.json()["paths"]
     assert {"/api/frames/", "/api/frames/{frame_id}/", "/api/products/"} <= set(paths)
+
+
+@pytest.mark.parametrize("url", ["/", "/api/frames/"])
+def test_frame_lists_queries_do_not_grow_with_frames(client, scene, url):
+    client.force_login(scene["user"])
+    with CaptureQueriesContext(connection) as few:
+        assert client.get(url).status_code == 200
+    for i in range(15):
+        FrameFactory(shelf=ShelfFactory(camera__store__company=scene["company"]), checksum=f"{i + 100:064d}",
+                     status=Frame.Status.FAILED, status_reason="unreadable")
+    with CaptureQueriesContext(connection) as many:
+        assert client.get(url).status_code == 200
+    assert len(many) == len(few)

@@ -20,7 +20,7 @@ import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONTROLLED = ("DATABASE_URL", "REDIS_URL", "QDRANT_URL", "QDRANT_PATH", "QDRANT_API_KEY", "QDRANT_EMBEDDED",
-              "MEDIA_ROOT", "TIME_ZONE")
+              "MEDIA_ROOT", "TIME_ZONE", "PRELABEL_QUEUE")
 CONTROLLED_PREFIXES = ("AWS_", "INGEST_", "DJANGO_", "CELERY_")
 
 PRINT_SETTINGS = """
@@ -151,6 +151,14 @@ def test_an_empty_variable_means_the_default(var_dir, name):
     assert config["CELERY_BROKER_URL"] == "filesystem://localhost//"
     assert config["QDRANT_URL"] == ""
     assert config["STORAGES"]["default"]["BACKEND"] == "django.core.files.storage.FileSystemStorage"
+
+
+def test_prelabelling_can_have_a_queue_of_its_own(var_dir):
+    script = "from django.conf import settings; print(settings.CELERY_TASK_ROUTES)"
+    default = run_python(script, var_dir)
+    assert "'queue': 'celery'" in default.stdout
+    own = run_python(script, var_dir, PRELABEL_QUEUE="prelabel")
+    assert "{'annotator.tasks.prelabel_frame': {'queue': 'prelabel'}}" in own.stdout
 
 
 def test_an_unknown_embedded_engine_is_refused_at_start(var_dir):
@@ -302,7 +310,7 @@ def test_inference_knows_nothing_of_django_celery_or_the_app():
 def settings_variables() -> set[str]:
     """Names backend/settings.py reads through its env helpers."""
     source = (REPO_ROOT / "backend" / "settings.py").read_text()
-    return set(re.findall(r"\benv(?:_bool|_int|_list)?\(\s*\"([A-Z0-9_]+)\"", source))
+    return set(re.findall(r"\benv(?:_bool|_int|_list|_choice)?\(\s*\"([A-Z0-9_]+)\"", source))
 
 
 @pytest.fixture(scope="module")
