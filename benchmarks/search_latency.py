@@ -6,7 +6,8 @@
 Engines, all through the one ``SearchSpace`` interface the pipeline uses:
 - numpy exact (``ExactSearchSpace``): the replay's engine, the reference for recall;
 - Qdrant Edge (``EdgeSearchSpace``) as written (plain segments, scanned by Qdrant's engine);
-- Qdrant Edge after ``optimize()`` (HNSW graph; its build time is printed);
+- Qdrant Edge after ``optimize()`` (HNSW graph; its build time is printed), then the same with
+  int8 scalar quantization (rescored, oversampling 2);
 - qdrant-client's local mode (``QdrantSearchSpace`` on a folder) at ``--local-points`` only: it is
   exact search in Python and answers in seconds at 100k points.
 
@@ -87,6 +88,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--local-points", type=int, default=5_000, help="points for qdrant-client's local mode (0: skip)")
     parser.add_argument("--no-hnsw", action="store_true", help="skip building Qdrant Edge's HNSW graph")
+    parser.add_argument("--no-edge", action="store_true", help="skip Qdrant Edge altogether")
     args = parser.parse_args()
 
     rng = np.random.default_rng(0)
@@ -96,22 +98,25 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="search-bench-"))
     print(f"{args.points:,} points of {args.dim} dims, {args.queries} queries, top 10, one query per call")
     try:
-        exact = ExactSearchSpace(args.dim, capacity=args.points)
+        exact = ExactSearchSpace(args.dim)
         start = time.perf_counter()
         exact.upsert(points)
         insert = time.perf_counter() - start
         truth = {label: timed_queries(exact, queries, **filters)[0]
                  for label, filters in (("company", {"company_id": 1}), ("store", {"company_id": 1, "store_id": 10}))}
         report("numpy exact", exact, queries, truth,
-               f"insert {insert:.1f} s, {exact._vectors.nbytes / 2**20:,.0f} MiB of vectors in memory")
+               f"insert {insert:.1f} s, {exact.nbytes / 2**20:,.0f} MiB of vectors in memory")
 
+        if args.no_edge:
+            args.no_hnsw = True
         edge = EdgeSearchSpace(work / "edge", "crops-bench", args.dim)
         start = time.perf_counter()
-        edge.upsert(points)
-        edge._shard.flush()
-        insert = time.perf_counter() - start
-        report("qdrant-edge, plain segments", edge, queries, truth,
-               f"insert {insert:.1f} s, {folder_size(edge.path) / 2**20:,.0f} MiB on disk")
+        if not args.no_edge:
+            edge.upsert(points)
+            edge._shard.flush()
+            insert = time.perf_counter() - start
+            report("qdrant-edge, plain segments", edge, queries, truth,
+                   f"insert {insert:.1f} s, {folder_size(edge.path) / 2**20:,.0f} MiB on disk")
         if not args.no_hnsw:
             start = time.perf_counter()
             edge.flush()
@@ -120,6 +125,16 @@ def main() -> None:
                    f"index build {build:.1f} s, {edge.indexed_count():,} indexed, "
                    f"{folder_size(edge.path) / 2**20:,.0f} MiB on disk")
         edge.close()
+        if not args.no_hnsw:
+            quantized = EdgeSearchSpace(work / "edge-int8", "crops-bench", args.dim, quantize=True)
+            quantized.upsert(points)
+            start = time.perf_counter()
+            quantized.flush()
+            build = time.perf_counter() - start
+            report("qdrant-edge, HNSW + int8 quantized", quantized, queries, truth,
+                   f"index build {build:.1f} s, int8 vectors {args.points * args.dim / 2**20:,.0f} MiB in RAM "
+                   f"(float32: {args.points * args.dim * 4 / 2**20:,.0f} MiB)")
+            quantized.close()
 
         if args.local_points:
             subset = points[: args.local_points]

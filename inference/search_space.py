@@ -180,15 +180,20 @@ class EdgeSearchSpace:
     in this process. One process owns a shard at a time (the worker), as with the embedded mode.
 
     Below Qdrant's indexing threshold a segment is searched exactly; above it, ``optimize()`` (run
-    by ``flush``) builds the HNSW graph, searched with ``hnsw_ef`` candidates."""
+    by ``flush``) builds the HNSW graph, searched with ``hnsw_ef`` candidates. ``quantize`` keeps
+    int8 copies of the vectors in RAM for the graph search and rescores the best ``oversampling`` x
+    limit with the originals (a quarter of the memory; set when the shard is created)."""
 
     VECTOR = "crop"
 
-    def __init__(self, root: str | Path, collection: str, dim: int, *, hnsw_ef: int = 128):
+    def __init__(self, root: str | Path, collection: str, dim: int, *, hnsw_ef: int = 128, quantize: bool = False,
+                 oversampling: float = 2.0):
         self.path = Path(root) / collection
         self.collection = collection
         self.dim = dim
         self.hnsw_ef = hnsw_ef
+        self.quantize = quantize
+        self.oversampling = oversampling
         self._shard = None
 
     def _open(self, create: bool):
@@ -197,8 +202,10 @@ class EdgeSearchSpace:
                 self._shard = edge.EdgeShard.load(str(self.path))
             elif create:
                 self.path.mkdir(parents=True, exist_ok=True)
-                config = edge.EdgeConfig(vectors={self.VECTOR: edge.EdgeVectorParams(size=self.dim,
-                                                                                    distance=edge.Distance.Cosine)})
+                quantization = (edge.ScalarQuantizationConfig(type=edge.ScalarType.Int8, quantile=0.99, always_ram=True)
+                                if self.quantize else None)
+                config = edge.EdgeConfig(vectors={self.VECTOR: edge.EdgeVectorParams(
+                    size=self.dim, distance=edge.Distance.Cosine, quantization_config=quantization)})
                 self._shard = edge.EdgeShard.create(str(self.path), config)
                 for field in FILTER_FIELDS:
                     self._shard.update(edge.UpdateOperation.create_field_index(field, edge.PayloadSchemaType.Integer))
@@ -242,7 +249,9 @@ class EdgeSearchSpace:
         if len(vectors) == 0 or shard is None:
             return [[] for _ in range(len(vectors))]
         query_filter = _edge_filter(company_id=company_id, store_id=store_id, category_id=category_id)
-        params = edge.SearchParams(hnsw_ef=max(self.hnsw_ef, limit))
+        rescoring = (edge.QuantizationSearchParams(rescore=True, oversampling=self.oversampling)
+                     if self.quantize else None)
+        params = edge.SearchParams(hnsw_ef=max(self.hnsw_ef, limit), quantization=rescoring)
         requests = [
             edge.QueryRequest(limit=limit, query=edge.Query.Nearest(np.asarray(v, np.float32).tolist(), using=self.VECTOR),
                               filter=query_filter, params=params, with_payload=["product_id"])
@@ -283,98 +292,136 @@ def _filter(**fields: int | None) -> models.Filter:
     )
 
 
-GATHER_BELOW = 8  # filters keeping under 1/8 of the rows copy them out; broader ones score in place
+GATHER_BELOW = 8  # filters keeping under 1/8 of a company's rows copy them out; broader ones score in place
 
 
-class ExactSearchSpace:
-    """Exact cosine search in memory. Rows live in growable arrays; a deleted or replaced point
-    leaves a dead row, so writes never copy the whole index."""
+class _CompanyRows:
+    """One company's points in growable arrays; a deleted or replaced point leaves a dead row, so
+    writes never copy the whole block."""
 
-    _FIELDS = ("company_id", "store_id", "category_id", "product_id")
+    _FIELDS = ("store_id", "category_id", "product_id")
 
-    def __init__(self, dim: int, capacity: int = 1024):
+    def __init__(self, dim: int, capacity: int):
         self.dim = dim
-        self._vectors = np.zeros((capacity, dim), np.float32)
-        self._columns = {field: np.zeros(capacity, np.int64) for field in self._FIELDS}
-        self._ids = np.zeros(capacity, np.int64)
-        self._alive = np.zeros(capacity, bool)
-        self._row_of: dict[int, int] = {}
-        self._size = 0
-
-    def ensure_collection(self) -> None:
-        """Nothing to create: the index exists from construction."""
-
-    def recreate(self) -> None:
-        self.__init__(self.dim)
-
-    def flush(self) -> None:
-        """In memory, exact: nothing to build or persist."""
+        self.vectors = np.zeros((capacity, dim), np.float32)
+        self.columns = {field: np.zeros(capacity, np.int64) for field in self._FIELDS}
+        self.ids = np.zeros(capacity, np.int64)
+        self.alive = np.zeros(capacity, bool)
+        self.row_of: dict[int, int] = {}
+        self.size = 0
 
     def _grow(self, needed: int) -> None:
-        capacity = len(self._ids)
+        capacity = len(self.ids)
         if needed <= capacity:
             return
         capacity = max(needed, 2 * capacity)
-        self._vectors = np.resize(self._vectors, (capacity, self.dim))
-        self._ids = np.resize(self._ids, capacity)
+        self.vectors = np.resize(self.vectors, (capacity, self.dim))
+        self.ids = np.resize(self.ids, capacity)
         alive = np.zeros(capacity, bool)
-        alive[: self._size] = self._alive[: self._size]
-        self._alive = alive
-        self._columns = {field: np.resize(column, capacity) for field, column in self._columns.items()}
+        alive[: self.size] = self.alive[: self.size]
+        self.alive = alive
+        self.columns = {field: np.resize(column, capacity) for field, column in self.columns.items()}
 
-    def upsert(self, points: Sequence[CropPoint]) -> None:
-        if not points:
-            return
-        self.delete([p.box_id for p in points])
-        start, end = self._size, self._size + len(points)
+    def append(self, points: Sequence[CropPoint]) -> None:
+        start, end = self.size, self.size + len(points)
         self._grow(end)
         vectors = np.stack([np.asarray(p.vector, np.float32) for p in points])
-        self._vectors[start:end] = vectors / np.linalg.norm(vectors, axis=1, keepdims=True).clip(1e-12)
-        self._ids[start:end] = [p.box_id for p in points]
+        self.vectors[start:end] = vectors / np.linalg.norm(vectors, axis=1, keepdims=True).clip(1e-12)
+        self.ids[start:end] = [p.box_id for p in points]
         for field in self._FIELDS:
             # Unknown categories are -1: a category filter never matches them.
-            self._columns[field][start:end] = [-1 if getattr(p, field) is None else getattr(p, field) for p in points]
-        self._alive[start:end] = True
-        self._row_of.update((p.box_id, row) for row, p in enumerate(points, start=start))
-        self._size = end
+            self.columns[field][start:end] = [-1 if getattr(p, field) is None else getattr(p, field) for p in points]
+        self.alive[start:end] = True
+        self.row_of.update((p.box_id, row) for row, p in enumerate(points, start=start))
+        self.size = end
 
-    def delete(self, box_ids: Sequence[int]) -> None:
-        rows = [self._row_of.pop(box_id) for box_id in box_ids if box_id in self._row_of]
-        self._alive[rows] = False
+    def kill(self, box_ids: Sequence[int]) -> None:
+        rows = [self.row_of.pop(box_id) for box_id in box_ids if box_id in self.row_of]
+        self.alive[rows] = False
 
-    def count(self, company_id: int | None = None) -> int:
-        alive = self._alive[: self._size]
-        if company_id is not None:
-            alive = alive & (self._columns["company_id"][: self._size] == company_id)
-        return int(alive.sum())
-
-    def search(self, vectors: np.ndarray, *, company_id: int, store_id: int | None = None,
-               category_id: int | None = None, limit: int = 10) -> list[list[Neighbour]]:
-        queries = np.asarray(vectors, np.float32).reshape(-1, self.dim)
-        mask = self._alive[: self._size] & (self._columns["company_id"][: self._size] == company_id)
+    def search(self, queries: np.ndarray, store_id: int | None, category_id: int | None,
+               limit: int) -> list[list[Neighbour]]:
+        mask = self.alive[: self.size].copy()
         for field, value in (("store_id", store_id), ("category_id", category_id)):
             if value is not None:
-                mask &= self._columns[field][: self._size] == value
+                mask &= self.columns[field][: self.size] == value
         rows = np.flatnonzero(mask)
-        if len(queries) == 0 or len(rows) == 0:
+        if len(rows) == 0:
             return [[] for _ in range(len(queries))]
-        queries = queries / np.linalg.norm(queries, axis=1, keepdims=True).clip(1e-12)
-        if len(rows) * GATHER_BELOW > self._size:
-            # A broad filter: scoring every row in place beats copying the matching rows out first
-            # (at 1M points a 40% company is 800 MB to gather per call).
-            scores = (queries @ self._vectors[: self._size].T)[:, rows]
+        if len(rows) * GATHER_BELOW > self.size:
+            # A broad filter: scoring every row in place beats copying the matching rows out first.
+            scores = (queries @ self.vectors[: self.size].T)[:, rows]
         else:
-            scores = queries @ self._vectors[rows].T  # (Q, n)
+            scores = queries @ self.vectors[rows].T  # (Q, n)
         k = min(limit, len(rows))
         top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
         results = []
         for query_scores, candidates in zip(scores, top):
             chosen = rows[candidates]
             # Best first; equal scores by box id, so the ranking never depends on insertion order.
-            order = np.lexsort((self._ids[chosen], -query_scores[candidates]))
+            order = np.lexsort((self.ids[chosen], -query_scores[candidates]))
             results.append([
-                Neighbour(product_id=int(self._columns["product_id"][chosen[i]]), score=float(query_scores[candidates[i]]),
-                          box_id=int(self._ids[chosen[i]]))
+                Neighbour(product_id=int(self.columns["product_id"][chosen[i]]), score=float(query_scores[candidates[i]]),
+                          box_id=int(self.ids[chosen[i]]))
                 for i in order
             ])
         return results
+
+
+class ExactSearchSpace:
+    """Exact cosine search in memory, one block of rows per company: every search names its company,
+    so it scores that company's rows only (a filter on the others costs nothing)."""
+
+    def __init__(self, dim: int, capacity: int = 1024):
+        """``capacity``: the rows each company's block starts with."""
+        self.dim = dim
+        self._capacity = capacity
+        self._blocks: dict[int, _CompanyRows] = {}
+        self._company_of: dict[int, int] = {}
+
+    def ensure_collection(self) -> None:
+        """Nothing to create: the index exists from construction."""
+
+    def recreate(self) -> None:
+        self.__init__(self.dim, self._capacity)
+
+    def flush(self) -> None:
+        """In memory, exact: nothing to build or persist."""
+
+    def upsert(self, points: Sequence[CropPoint]) -> None:
+        if not points:
+            return
+        self.delete([p.box_id for p in points])
+        by_company: dict[int, list[CropPoint]] = {}
+        for p in points:
+            by_company.setdefault(p.company_id, []).append(p)
+        for company_id, company_points in by_company.items():
+            block = self._blocks.setdefault(company_id, _CompanyRows(self.dim, self._capacity))
+            block.append(company_points)
+            self._company_of.update((p.box_id, company_id) for p in company_points)
+
+    def delete(self, box_ids: Sequence[int]) -> None:
+        by_company: dict[int, list[int]] = {}
+        for box_id in box_ids:
+            if box_id in self._company_of:
+                by_company.setdefault(self._company_of.pop(box_id), []).append(box_id)
+        for company_id, ids in by_company.items():
+            self._blocks[company_id].kill(ids)
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the vectors (blocks grow by doubling, so up to twice what is stored)."""
+        return sum(block.vectors.nbytes for block in self._blocks.values())
+
+    def count(self, company_id: int | None = None) -> int:
+        blocks = self._blocks.values() if company_id is None else [self._blocks.get(company_id)]
+        return sum(len(block.row_of) for block in blocks if block is not None)
+
+    def search(self, vectors: np.ndarray, *, company_id: int, store_id: int | None = None,
+               category_id: int | None = None, limit: int = 10) -> list[list[Neighbour]]:
+        queries = np.asarray(vectors, np.float32).reshape(-1, self.dim)
+        block = self._blocks.get(company_id)
+        if len(queries) == 0 or block is None:
+            return [[] for _ in range(len(queries))]
+        queries = queries / np.linalg.norm(queries, axis=1, keepdims=True).clip(1e-12)
+        return block.search(queries, store_id, category_id, limit)

@@ -33,7 +33,9 @@ def neighbours(space, queries, **filters):
 
 
 @pytest.mark.parametrize("filters", [{"company_id": 1}, {"company_id": 2, "store_id": 3}, {"company_id": 1, "category_id": 2}])
-def test_edge_agrees_with_the_exact_engine(edge, filters):
+@pytest.mark.parametrize("quantize", [False, True])
+def test_edge_agrees_with_the_exact_engine(tmp_path, filters, quantize):
+    edge = EdgeSearchSpace(tmp_path / "edge", "crops-test", DIM, quantize=quantize)
     rng = np.random.default_rng(1)
     exact = ExactSearchSpace(DIM)
     points = random_points(rng, 300)
@@ -45,6 +47,7 @@ def test_edge_agrees_with_the_exact_engine(edge, filters):
     queries = rng.normal(size=(12, DIM)).astype(np.float32)
     assert neighbours(edge, queries, **filters) == neighbours(exact, queries, **filters)
     assert edge.count() == exact.count() and edge.count(company_id=1) == exact.count(company_id=1)
+    edge.close()
 
 
 def test_a_missing_shard_is_empty_and_searching_does_not_create_it(edge):
