@@ -314,6 +314,10 @@ class Label(models.Model):
         Product, on_delete=models.SET_NULL, null=True, blank=True, related_name="+",
         help_text="The top-1 suggestion shown when the decision was made",
     )
+    suggested_by = models.ForeignKey(
+        PipelineVersion, on_delete=models.SET_NULL, null=True, blank=True, related_name="+",
+        help_text="The pipeline version whose suggestion was shown",
+    )
     time_spent_ms = models.PositiveIntegerField(default=0)
     is_current = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)

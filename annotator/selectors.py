@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
-from django.db.models import Exists, F, OuterRef, Prefetch, Q, QuerySet
+from django.db.models import Count, Exists, F, OuterRef, Prefetch, Q, QuerySet, Sum
+from django.db.models.functions import TruncDate, TruncWeek
 from django.shortcuts import get_object_or_404
 
 from annotator.models import Box, BoxEmbedding, Company, Frame, Label, Prediction, Product, ProductImage
@@ -41,7 +42,8 @@ def frame_boxes(*, frame: Frame) -> list[BoxView]:
     """Each box of the frame with its latest prediction, current label and suggested product, in a
     fixed number of queries whatever the box count."""
     boxes = frame.boxes.order_by("pk").prefetch_related(
-        Prefetch("predictions", queryset=Prediction.objects.order_by("-created_at", "-pk"), to_attr="ordered_predictions"),
+        Prefetch("predictions", queryset=Prediction.objects.select_related("pipeline_version").order_by("-created_at", "-pk"),
+                 to_attr="ordered_predictions"),
         Prefetch("labels", queryset=Label.objects.filter(is_current=True).select_related("product"), to_attr="current_labels"),
     )
     boxes = list(boxes)
@@ -145,3 +147,98 @@ def previous_frame_state(*, frame: Frame, embedder_id: int) -> PreviousFrameStat
             confirmed.append(False)
     vectors = dict(BoxEmbedding.objects.filter(box__in=boxes, embedder_id=embedder_id).values_list("box_id", "vector"))
     return PreviousFrameState(previous, boxes, product_ids, confirmed, {k: bytes(v) for k, v in vectors.items()})
+
+
+# ---------------------------------------------------------------- reports
+
+REPORT_GROUPS = {
+    "day": TruncDate("created_at"),
+    "week": TruncDate(TruncWeek("created_at")),  # the Monday the week starts on
+    "pipeline": F("suggested_by__name"),
+    "store": F("box__frame__camera__store__code"),
+    "camera": F("box__frame__camera__code"),
+    "category": F("suggested_product__category__name"),
+    "product": F("suggested_product__name"),
+    "annotator": F("annotator__username"),
+}
+WORKSPACE_ACTIONS = (Label.Action.CONFIRMED, Label.Action.CORRECTED, Label.Action.ADDED, Label.Action.DELETED)
+
+
+@dataclass(frozen=True)
+class ConfirmRateRow:
+    """One group of annotators' decisions. ``confirm_rate``: confirmed / (confirmed + corrected), the
+    share of suggestions left unchanged (None without any); added and deleted boxes are counted
+    apart. ``changed_later``: confirmed suggestions a later decision (QA) replaced."""
+
+    group: str
+    confirmed: int
+    corrected: int
+    added: int
+    deleted: int
+    changed_later: int
+    seconds: float
+
+    @property
+    def suggested(self) -> int:
+        return self.confirmed + self.corrected
+
+    @property
+    def boxes(self) -> int:
+        return self.confirmed + self.corrected + self.added + self.deleted
+
+    @property
+    def confirm_rate(self) -> float | None:
+        return self.confirmed / self.suggested if self.suggested else None
+
+    @property
+    def changed_later_rate(self) -> float | None:
+        return self.changed_later / self.confirmed if self.confirmed else None
+
+    @property
+    def seconds_per_box(self) -> float | None:
+        return self.seconds / self.boxes if self.boxes and self.seconds else None
+
+    @property
+    def boxes_per_hour(self) -> float | None:
+        return 3600 * self.boxes / self.seconds if self.seconds else None
+
+    def as_dict(self) -> dict:
+        return {"group": self.group, "boxes": self.boxes, "suggested": self.suggested, "confirmed": self.confirmed,
+                "corrected": self.corrected, "added": self.added, "deleted": self.deleted,
+                "confirm_rate": self.confirm_rate, "changed_later": self.changed_later,
+                "changed_later_rate": self.changed_later_rate, "seconds_per_box": self.seconds_per_box,
+                "boxes_per_hour": self.boxes_per_hour}
+
+
+def confirm_rate_by(user, *, by: str, start: date | None = None, end: date | None = None) -> list[ConfirmRateRow]:
+    """Each box's first decision by a person (imports left out; a later one, a QA lead's review,
+    shows as ``changed_later`` of the first) on the user's companies' frames, grouped ``by`` one of
+    ``REPORT_GROUPS``, decided from ``start`` to ``end`` (days, inclusive). One query whatever the
+    number of labels."""
+    if by not in REPORT_GROUPS:
+        raise ValueError(f"unknown grouping {by!r}; one of {', '.join(REPORT_GROUPS)}")
+    decisions = Label.objects.filter(action__in=WORKSPACE_ACTIONS, annotator__isnull=False)
+    earlier = decisions.filter(box=OuterRef("box"), pk__lt=OuterRef("pk"))
+    labels = decisions.filter(box__frame__company__in=companies_of(user)).exclude(Exists(earlier))
+    if start is not None:
+        labels = labels.filter(created_at__date__gte=start)
+    if end is not None:
+        labels = labels.filter(created_at__date__lte=end)
+    confirmed = Q(action=Label.Action.CONFIRMED)
+    rows = (
+        labels.annotate(group=REPORT_GROUPS[by]).values("group").order_by("group")
+        .annotate(
+            confirmed=Count("pk", filter=confirmed),
+            corrected=Count("pk", filter=Q(action=Label.Action.CORRECTED)),
+            added=Count("pk", filter=Q(action=Label.Action.ADDED)),
+            deleted=Count("pk", filter=Q(action=Label.Action.DELETED)),
+            changed_later=Count("pk", filter=confirmed & Q(is_current=False)),
+            milliseconds=Sum("time_spent_ms"),
+        )
+    )
+    return [
+        ConfirmRateRow(group="" if row["group"] is None else str(row["group"]), confirmed=row["confirmed"],
+                       corrected=row["corrected"], added=row["added"], deleted=row["deleted"],
+                       changed_later=row["changed_later"], seconds=(row["milliseconds"] or 0) / 1000)
+        for row in rows
+    ]

@@ -129,3 +129,32 @@ class UserFactory(factory.django.DjangoModelFactory):
     def company(self, create, extracted, **kwargs):
         if create and extracted is not None:
             models.Membership.objects.create(user=self, company=extracted)
+
+
+class PipelineVersionFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = models.PipelineVersion
+        django_get_or_create = ("name", "config_digest")
+
+    name = factory.Sequence(lambda n: f"v{n}")
+    config_digest = "test"
+
+
+class LabelFactory(factory.django.DjangoModelFactory):
+    """A decision about a box; ``created_at`` may be given (it is set after the row is made, since
+    the model stamps it)."""
+
+    class Meta:
+        model = models.Label
+        skip_postgeneration_save = True
+
+    box = factory.SubFactory(BoxFactory)
+    product = factory.SubFactory(ProductFactory, company=factory.SelfAttribute("..box.frame.company"))
+    action = models.Label.Action.CONFIRMED
+    time_spent_ms = 0
+
+    @factory.post_generation
+    def created_at(self, create, extracted, **kwargs):
+        if create and extracted is not None:
+            models.Label.objects.filter(pk=self.pk).update(created_at=extracted)
+            self.created_at = extracted

@@ -101,3 +101,33 @@ class SubmitReportSerializer(serializers.Serializer):
     corrected = serializers.IntegerField()
     added = serializers.IntegerField()
     deleted = serializers.IntegerField()
+
+
+class ReportQuerySerializer(serializers.Serializer):
+    by = serializers.ChoiceField(choices=list(selectors.REPORT_GROUPS), default="day")
+    start = serializers.DateField(required=False)
+    end = serializers.DateField(required=False)
+
+    def validate(self, data: dict) -> dict:
+        if data.get("start") and data.get("end") and data["start"] > data["end"]:
+            raise serializers.ValidationError(f"start {data['start']} is after end {data['end']}")
+        return data
+
+
+class ConfirmRateRowSerializer(serializers.Serializer):
+    group = serializers.CharField(help_text="the day, week, pipeline, store, camera, category, product or annotator")
+    boxes = serializers.IntegerField()
+    suggested = serializers.IntegerField(help_text="boxes that had a suggestion: confirmed + corrected")
+    confirmed = serializers.IntegerField()
+    corrected = serializers.IntegerField()
+    added = serializers.IntegerField()
+    deleted = serializers.IntegerField()
+    confirm_rate = serializers.FloatField(allow_null=True, help_text="confirmed / suggested")
+    changed_later = serializers.IntegerField(help_text="confirmed suggestions a later decision (QA) replaced")
+    changed_later_rate = serializers.FloatField(allow_null=True)
+    seconds_per_box = serializers.FloatField(allow_null=True)
+    boxes_per_hour = serializers.FloatField(allow_null=True)
+
+    class Meta:
+        fields = ["group", "boxes", "suggested", "confirmed", "corrected", "added", "deleted", "confirm_rate",
+                  "changed_later", "changed_later_rate", "seconds_per_box", "boxes_per_hour"]

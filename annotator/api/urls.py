@@ -10,4 +10,5 @@ urlpatterns = [
     path("frames/<int:frame_id>/submit/", views.FrameSubmit.as_view(), name="api-frame-submit"),
     path("products/", views.ProductList.as_view(), name="api-product-list"),
     path("products/search/", views.ProductSearch.as_view(), name="api-product-search"),
+    path("reports/confirm-rate/", views.ConfirmRateReport.as_view(), name="api-report-confirm-rate"),
 ]

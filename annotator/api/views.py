@@ -2,21 +2,27 @@
 the selectors (another company's data is a 404), call one service, render."""
 from __future__ import annotations
 
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, status
 from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from annotator import selectors
 from annotator.api.serializers import (
+    ConfirmRateRowSerializer,
     FrameDetailSerializer,
     FrameSerializer,
     ProductSerializer,
+    ReportQuerySerializer,
     SubmitReportSerializer,
     SubmitSerializer,
 )
+from annotator.api.renderers import CSVRenderer
+from annotator.permissions import ReadsReports
 from annotator.services import workspace
 
 
@@ -111,3 +117,25 @@ class ProductSearch(APIView):
         products = selectors.search_products(request.user, query=request.query_params.get("q", "").strip()[:100],
                                              store_id=store, limit=limit)
         return Response(ProductSerializer(products, many=True, context={"request": request}).data)
+
+
+class ConfirmRateReport(APIView):
+    """The confirm rate (share of suggestions left unchanged) and the annotators' pace, grouped;
+    ``?format=csv`` for a spreadsheet."""
+
+    permission_classes = [ReadsReports]
+    renderer_classes = [*api_settings.DEFAULT_RENDERER_CLASSES, CSVRenderer]
+
+    @extend_schema(parameters=[
+        OpenApiParameter("by", str, enum=list(selectors.REPORT_GROUPS), description="how to group the decisions"),
+        OpenApiParameter("start", OpenApiTypes.DATE, description="first day (inclusive)"),
+        OpenApiParameter("end", OpenApiTypes.DATE, description="last day (inclusive)"),
+    ], responses=ConfirmRateRowSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        query = ReportQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        rows = [row.as_dict() for row in selectors.confirm_rate_by(request.user, **query.validated_data)]
+        response = Response(ConfirmRateRowSerializer(rows, many=True).data)
+        if request.accepted_renderer.format == "csv":
+            response["Content-Disposition"] = f'attachment; filename="confirm-rate-by-{query.validated_data["by"]}.csv"'
+        return response

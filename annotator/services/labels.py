@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from django.db import transaction
 
-from annotator.models import Box, Label, Product, SearchSpaceOutbox
+from annotator.models import Box, Label, PipelineVersion, Product, SearchSpaceOutbox
 from annotator.services import search_index
 
 
@@ -18,6 +18,7 @@ class Decision:
     action: str
     suggested_product: Product | None = None
     time_spent_ms: int = 0
+    suggested_by: PipelineVersion | None = None
 
 
 @transaction.atomic
@@ -33,6 +34,7 @@ def record_labels(*, decisions: Sequence[Decision], annotator=None) -> list[Labe
             annotator=annotator,
             action=decision.action,
             suggested_product=decision.suggested_product,
+            suggested_by=decision.suggested_by,
             time_spent_ms=decision.time_spent_ms,
         )
         for decision in decisions

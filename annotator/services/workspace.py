@@ -188,13 +188,15 @@ def _decisions(frame: Frame, answers: Sequence[BoxAnswer]) -> list[Decision]:
             continue
         view = boxes[answer.box_id]
         suggestion = view.suggestion
+        shown_by = view.prediction.pipeline_version if view.prediction else None
         if answer.deleted:
-            decisions.append(Decision(view.box, None, Label.Action.DELETED, suggestion, answer.time_spent_ms))
+            decisions.append(Decision(view.box, None, Label.Action.DELETED, suggestion, answer.time_spent_ms, shown_by))
         elif answer.product_id is None:
             raise InvalidSubmission(f"Box {answer.box_id} needs a product or deleted=true.")
         else:
             action = Label.Action.CONFIRMED if suggestion and suggestion.pk == answer.product_id else Label.Action.CORRECTED
-            decisions.append(Decision(view.box, products[answer.product_id], action, suggestion, answer.time_spent_ms))
+            decisions.append(Decision(view.box, products[answer.product_id], action, suggestion, answer.time_spent_ms,
+                                      shown_by))
     return decisions
 
 

@@ -106,6 +106,9 @@ def test_submit_records_each_action_and_queues_the_search_space(client, shelf, c
     added = Box.objects.get(frame=frame, source=Box.Source.MANUAL)
     assert labels[added.pk].action == "added" and labels[added.pk].time_spent_ms == 4000
     assert all(label.annotator == user for label in labels.values())
+    # The pipeline version whose suggestion was shown, for the confirm rate by version.
+    assert {labels[b.pk].suggested_by.name for b in (first, second, third)} == {"v1"}
+    assert labels[added.pk].suggested_by is None
     frame.refresh_from_db()
     assert frame.status == Frame.Status.LABELLED and frame.leased_by is None
     outbox = SearchSpaceOutbox.objects.filter(delivered_at__isnull=True)

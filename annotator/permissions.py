@@ -1,0 +1,26 @@
+"""Who may do what. Roles are Django groups (``annotator.services.users.ROLES``); a superuser may do
+everything. Annotators label; QA leads label and review; managers read reports but relabel nothing."""
+from __future__ import annotations
+
+from rest_framework.permissions import BasePermission
+
+REPORT_READERS = ("manager", "qa_lead", "admin")
+
+
+def has_role(user, *roles: str) -> bool:
+    if not user.is_authenticated:
+        return False
+    if user.is_superuser:
+        return True
+    return user.groups.filter(name__in=roles).exists()
+
+
+def can_read_reports(user) -> bool:
+    return has_role(user, *REPORT_READERS)
+
+
+class ReadsReports(BasePermission):
+    message = "Reports are for managers and QA leads."
+
+    def has_permission(self, request, view) -> bool:
+        return can_read_reports(request.user)

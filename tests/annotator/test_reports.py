@@ -1,0 +1,181 @@
+"""Confirm-rate reports: the figures equal a direct count of the Label rows, for every grouping;
+only report readers see them; only their companies' labels count."""
+import csv
+import io
+from collections import defaultdict
+from datetime import UTC, date, datetime, timedelta
+
+import numpy as np
+import pytest
+
+from annotator import selectors
+from annotator.models import Label
+from annotator.selectors import REPORT_GROUPS, WORKSPACE_ACTIONS
+from tests.factories import (
+    BoxFactory,
+    CameraFactory,
+    CategoryFactory,
+    CompanyFactory,
+    FrameFactory,
+    LabelFactory,
+    PipelineVersionFactory,
+    ProductFactory,
+    ShelfFactory,
+    UserFactory,
+)
+
+pytestmark = pytest.mark.django_db
+MONDAY = datetime(2024, 3, 4, 9, tzinfo=UTC)
+
+
+@pytest.fixture
+def history():
+    """Sixty decisions over ten days, by two annotators, on two stores' cameras, two pipeline
+    versions, two categories; some confirmed suggestions later replaced by a QA lead; imports and
+    another company's labels beside them, which must not count."""
+    rng = np.random.default_rng(7)
+    company = CompanyFactory()
+    shelves = [ShelfFactory(camera=CameraFactory(store__company=company)) for _ in range(2)]
+    categories = [CategoryFactory(company=company, name=name) for name in ("Dairy", "Juice")]
+    products = [ProductFactory(company=company, category=categories[i % 2]) for i in range(4)]
+    versions = [PipelineVersionFactory(name="v1"), PipelineVersionFactory(name="v2")]
+    annotators = [UserFactory(username=f"ann{i}", company=company, role="annotator") for i in range(2)]
+    qa = UserFactory(username="qa", company=company, role="qa_lead")
+    for i in range(60):
+        frame = FrameFactory(shelf=shelves[i % 2], checksum=f"{i:064d}")
+        box = BoxFactory(frame=frame)
+        action = WORKSPACE_ACTIONS[int(rng.integers(0, 4))]
+        suggested = None if action == Label.Action.ADDED else products[int(rng.integers(0, 4))]
+        chosen = {Label.Action.CONFIRMED: suggested, Label.Action.DELETED: None}.get(
+            action, products[int(rng.integers(0, 4))])
+        if action == Label.Action.CORRECTED and chosen == suggested:
+            chosen = products[(products.index(suggested) + 1) % 4]
+        when = MONDAY + timedelta(hours=int(rng.integers(0, 240)))
+        label = LabelFactory(box=box, product=chosen, action=action, suggested_product=suggested,
+                             suggested_by=None if suggested is None else versions[i % 2],
+                             annotator=annotators[int(rng.integers(0, 2))],
+                             time_spent_ms=int(rng.integers(500, 20_000)), created_at=when)
+        if action == Label.Action.CONFIRMED and rng.random() < 0.3:
+            Label.objects.filter(pk=label.pk).update(is_current=False)
+            LabelFactory(box=box, product=products[0], action=Label.Action.CORRECTED, annotator=qa,
+                         suggested_product=suggested, created_at=when + timedelta(days=1))
+    LabelFactory(box=BoxFactory(frame=FrameFactory(shelf=shelves[0], checksum="f" * 64)), action=Label.Action.IMPORTED)
+    LabelFactory(action=Label.Action.CONFIRMED, annotator=UserFactory(company=CompanyFactory()))  # elsewhere
+    manager = UserFactory(username="boss", company=company, role="manager")
+    return {"company": company, "manager": manager, "annotator": annotators[0], "qa": qa}
+
+
+def group_of(label: Label, by: str) -> str:
+    camera = label.box.frame.camera
+    value = {
+        "day": label.created_at.date(),
+        "week": (label.created_at - timedelta(days=label.created_at.weekday())).date(),
+        "pipeline": label.suggested_by and label.suggested_by.name,
+        "store": camera.store.code,
+        "camera": camera.code,
+        "category": label.suggested_product and label.suggested_product.category.name,
+        "product": label.suggested_product and label.suggested_product.name,
+        "annotator": label.annotator.username,
+    }[by]
+    return "" if value is None else str(value)
+
+
+def counted_directly(company, by, start=None, end=None) -> dict[str, dict]:
+    """The report, computed the slow way: every Label row of the company, one at a time."""
+    totals = defaultdict(lambda: defaultdict(float))
+    decided = set()  # a box's later decisions (a QA lead's) are not the annotator's
+    for label in Label.objects.filter(box__frame__company=company).order_by("pk").select_related(
+            "box__frame__camera__store", "suggested_by", "suggested_product__category", "annotator"):
+        if label.action not in WORKSPACE_ACTIONS or label.annotator is None or label.box_id in decided:
+            continue
+        decided.add(label.box_id)
+        day = label.created_at.date()
+        if (start and day < start) or (end and day > end):
+            continue
+        row = totals[group_of(label, by)]
+        row[label.action] += 1
+        row["changed_later"] += label.action == Label.Action.CONFIRMED and not label.is_current
+        row["seconds"] += label.time_spent_ms / 1000
+    return {
+        group: {"confirmed": int(row["confirmed"]), "corrected": int(row["corrected"]), "added": int(row["added"]),
+                "deleted": int(row["deleted"]), "changed_later": int(row["changed_later"]),
+                "confirm_rate": row["confirmed"] / (row["confirmed"] + row["corrected"])
+                if row["confirmed"] + row["corrected"] else None,
+                "seconds_per_box": row["seconds"] / sum(row[a] for a in WORKSPACE_ACTIONS)}
+        for group, row in totals.items()
+    }
+
+
+def as_reported(rows) -> dict[str, dict]:
+    return {row.group: {"confirmed": row.confirmed, "corrected": row.corrected, "added": row.added,
+                        "deleted": row.deleted, "changed_later": row.changed_later,
+                        "confirm_rate": row.confirm_rate, "seconds_per_box": row.seconds_per_box}
+            for row in rows}
+
+
+@pytest.mark.parametrize("by", list(REPORT_GROUPS))
+def test_report_figures_equal_a_direct_count_of_the_labels(history, by):
+    reported = as_reported(selectors.confirm_rate_by(history["manager"], by=by))
+    expected = counted_directly(history["company"], by)
+    assert reported.keys() == expected.keys()
+    for group, figures in expected.items():
+        assert reported[group] == pytest.approx(figures), (by, group)
+    assert sum(r["confirmed"] + r["corrected"] + r["added"] + r["deleted"] for r in reported.values()) == 60
+
+
+def test_a_date_range_keeps_the_days_inside_it(history):
+    start, end = date(2024, 3, 6), date(2024, 3, 9)
+    reported = as_reported(selectors.confirm_rate_by(history["manager"], by="annotator", start=start, end=end))
+    expected = counted_directly(history["company"], "annotator", start, end)
+    assert reported.keys() == expected.keys()
+    for group, figures in expected.items():
+        assert reported[group] == pytest.approx(figures)
+    everything = as_reported(selectors.confirm_rate_by(history["manager"], by="annotator"))
+    assert sum(r["confirmed"] for r in reported.values()) < sum(r["confirmed"] for r in everything.values())
+    days = {row.group for row in selectors.confirm_rate_by(history["manager"], by="day", start=start, end=end)}
+    assert days and all(start.isoformat() <= day <= end.isoformat() for day in days)
+
+
+def test_the_api_serves_managers_and_qa_leads_json_and_csv(client, history):
+    client.force_login(history["manager"])
+    response = client.get("/api/reports/confirm-rate/?by=pipeline")
+    assert response.status_code == 200
+    by_pipeline = {row["group"]: row for row in response.json()}
+    assert set(by_pipeline) == {"", "v1", "v2"}  # "": added boxes, which had no suggestion
+    expected = counted_directly(history["company"], "pipeline")
+    assert by_pipeline["v1"]["confirm_rate"] == pytest.approx(expected["v1"]["confirm_rate"])
+    assert by_pipeline[""]["suggested"] == 0 and by_pipeline[""]["confirm_rate"] is None
+
+    exported = client.get("/api/reports/confirm-rate/?by=store&format=csv")
+    assert exported["Content-Type"].startswith("text/csv")
+    assert "confirm-rate-by-store.csv" in exported["Content-Disposition"]
+    rows = list(csv.DictReader(io.StringIO(exported.content.decode())))
+    assert {row["group"] for row in rows} == set(counted_directly(history["company"], "store"))
+    assert sum(int(row["boxes"]) for row in rows) == 60
+
+    client.force_login(history["qa"])
+    assert client.get("/api/reports/confirm-rate/").status_code == 200
+
+
+def test_annotators_do_not_see_reports(client, history):
+    client.force_login(history["annotator"])
+    response = client.get("/api/reports/confirm-rate/")
+    assert response.status_code == 403
+    assert "managers and QA leads" in response.json()["detail"]
+
+
+def test_another_companys_manager_sees_none_of_it(client, history):
+    client.force_login(UserFactory(company=CompanyFactory(), role="manager"))
+    assert client.get("/api/reports/confirm-rate/?by=annotator").json() == []
+
+
+@pytest.mark.parametrize("query, message", [
+    ("by=colour", "is not a valid choice"),
+    ("start=yesterday", "Date has wrong format"),
+    ("start=2024-03-09&end=2024-03-01", "is after end"),
+])
+def test_bad_report_queries_are_400_with_a_message(client, history, query, message):
+    client.force_login(history["manager"])
+    response = client.get(f"/api/reports/confirm-rate/?{query}")
+    assert response.status_code == 400
+    assert message in str(response.json())
