@@ -177,6 +177,7 @@ class ConfirmRateRow:
     deleted: int
     changed_later: int
     seconds: float
+    period: date | None = None
 
     @property
     def suggested(self) -> int:
@@ -210,13 +211,17 @@ class ConfirmRateRow:
                 "boxes_per_hour": self.boxes_per_hour}
 
 
-def confirm_rate_by(user, *, by: str, start: date | None = None, end: date | None = None) -> list[ConfirmRateRow]:
+def confirm_rate_by(user, *, by: str, start: date | None = None, end: date | None = None,
+                    over: str | None = None) -> list[ConfirmRateRow]:
     """Each box's first decision by a person (imports left out; a later one, a QA lead's review,
     shows as ``changed_later`` of the first) on the user's companies' frames, grouped ``by`` one of
-    ``REPORT_GROUPS``, decided from ``start`` to ``end`` (days, inclusive). One query whatever the
-    number of labels."""
+    ``REPORT_GROUPS``, decided from ``start`` to ``end`` (days, inclusive); with ``over`` ("day" or
+    "week") each group is split by period, as ``period`` on the rows. One query whatever the number
+    of labels."""
     if by not in REPORT_GROUPS:
         raise ValueError(f"unknown grouping {by!r}; one of {', '.join(REPORT_GROUPS)}")
+    if over not in (None, "day", "week"):
+        raise ValueError(f"unknown period {over!r}; day or week")
     decisions = Label.objects.filter(action__in=WORKSPACE_ACTIONS, annotator__isnull=False)
     earlier = decisions.filter(box=OuterRef("box"), pk__lt=OuterRef("pk"))
     labels = decisions.filter(box__frame__company__in=companies_of(user)).exclude(Exists(earlier))
@@ -225,8 +230,10 @@ def confirm_rate_by(user, *, by: str, start: date | None = None, end: date | Non
     if end is not None:
         labels = labels.filter(created_at__date__lte=end)
     confirmed = Q(action=Label.Action.CONFIRMED)
+    keys = ["group"] + (["period"] if over else [])
     rows = (
-        labels.annotate(group=REPORT_GROUPS[by]).values("group").order_by("group")
+        labels.annotate(group=REPORT_GROUPS[by], **({"period": REPORT_GROUPS[over]} if over else {}))
+        .values(*keys).order_by(*keys)
         .annotate(
             confirmed=Count("pk", filter=confirmed),
             corrected=Count("pk", filter=Q(action=Label.Action.CORRECTED)),
@@ -239,6 +246,7 @@ def confirm_rate_by(user, *, by: str, start: date | None = None, end: date | Non
     return [
         ConfirmRateRow(group="" if row["group"] is None else str(row["group"]), confirmed=row["confirmed"],
                        corrected=row["corrected"], added=row["added"], deleted=row["deleted"],
-                       changed_later=row["changed_later"], seconds=(row["milliseconds"] or 0) / 1000)
+                       changed_later=row["changed_later"], seconds=(row["milliseconds"] or 0) / 1000,
+                       period=row.get("period"))
         for row in rows
     ]

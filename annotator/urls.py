@@ -10,4 +10,6 @@ urlpatterns = [
     path("frames/<int:frame_id>/retry/", views.frame_retry, name="frame-retry"),
     path("label/", views.workspace, name="workspace"),
     path("frames/<int:frame_id>/label/", views.workspace, name="workspace-frame"),
+    path("reports/", views.reports, name="reports"),
+    path("reports/confirm-rate.svg", views.reports_chart, name="reports-chart"),
 ]

@@ -2,13 +2,17 @@
 from __future__ import annotations
 
 from django.contrib import messages
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from annotator import selectors
+from annotator.charts import confirm_rate_chart
+from annotator.forms import REPORT_COLUMNS, ReportFilterForm
 from annotator.models import Frame
+from annotator.permissions import can_read_reports
 from annotator.services.prelabel import retry_frame
 
 
@@ -42,3 +46,48 @@ def frame_retry(request: HttpRequest, frame_id: int) -> HttpResponse:
     else:
         messages.info(request, f"Frame #{frame.pk} has not failed: nothing to retry.")
     return redirect(request.POST.get("next") or "annotator:frame-list")
+
+
+def _report_filters(request: HttpRequest) -> ReportFilterForm:
+    form = ReportFilterForm(request.GET)
+    if not can_read_reports(request.user):
+        raise PermissionDenied("Reports are for managers and QA leads.")
+    return form
+
+
+def reports(request: HttpRequest) -> HttpResponse:
+    """Managers' dashboard: the confirm rate over time and by a chosen grouping, sortable, with the
+    annotators' pace; the same figures as the report API, which exports them as CSV."""
+    form = _report_filters(request)
+    rows, totals, chart_query = [], None, ""
+    if form.is_valid():
+        data = form.cleaned_data
+        filters = {"start": data.get("start"), "end": data.get("end")}
+        rows = selectors.confirm_rate_by(request.user, by=data["by"], **filters)
+        sort = data.get("sort") or "-boxes"
+        key = sort.lstrip("-")
+        rows.sort(key=lambda r: (getattr(r, key) is None, getattr(r, key) or 0) if key != "group" else r.group,
+                  reverse=sort.startswith("-"))
+        totals = selectors.confirm_rate_by(request.user, by="day", **filters)
+        chart_query = request.GET.urlencode()
+    summary = {
+        "boxes": sum(r.boxes for r in totals or []),
+        "confirmed": sum(r.confirmed for r in totals or []),
+        "suggested": sum(r.suggested for r in totals or []),
+        "changed_later": sum(r.changed_later for r in totals or []),
+    }
+    return render(request, "annotator/reports.html", {
+        "form": form, "rows": rows, "summary": summary, "columns": REPORT_COLUMNS, "chart_query": chart_query,
+        "sort": (form.cleaned_data.get("sort") if form.is_valid() else "") or "-boxes",
+    })
+
+
+def reports_chart(request: HttpRequest) -> HttpResponse:
+    form = _report_filters(request)
+    if not form.is_valid():
+        return HttpResponse(" ".join(" ".join(e) for e in form.errors.values()), status=400, content_type="text/plain")
+    data = form.cleaned_data
+    rows = selectors.confirm_rate_by(request.user, by=data["by"], over=data["over"], start=data.get("start"),
+                                     end=data.get("end"))
+    svg = confirm_rate_chart(rows, title=f"Confirm rate per {data['over']}, by {data['by']}")
+    return HttpResponse(svg, content_type="image/svg+xml")

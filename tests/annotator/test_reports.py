@@ -3,66 +3,22 @@ only report readers see them; only their companies' labels count."""
 import csv
 import io
 from collections import defaultdict
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 
-import numpy as np
 import pytest
 
 from annotator import selectors
 from annotator.models import Label
 from annotator.selectors import REPORT_GROUPS, WORKSPACE_ACTIONS
-from tests.factories import (
-    BoxFactory,
-    CameraFactory,
-    CategoryFactory,
-    CompanyFactory,
-    FrameFactory,
-    LabelFactory,
-    PipelineVersionFactory,
-    ProductFactory,
-    ShelfFactory,
-    UserFactory,
-)
+from tests.factories import CompanyFactory, UserFactory
+from tests.report_data import decision_history
 
 pytestmark = pytest.mark.django_db
-MONDAY = datetime(2024, 3, 4, 9, tzinfo=UTC)
 
 
 @pytest.fixture
 def history():
-    """Sixty decisions over ten days, by two annotators, on two stores' cameras, two pipeline
-    versions, two categories; some confirmed suggestions later replaced by a QA lead; imports and
-    another company's labels beside them, which must not count."""
-    rng = np.random.default_rng(7)
-    company = CompanyFactory()
-    shelves = [ShelfFactory(camera=CameraFactory(store__company=company)) for _ in range(2)]
-    categories = [CategoryFactory(company=company, name=name) for name in ("Dairy", "Juice")]
-    products = [ProductFactory(company=company, category=categories[i % 2]) for i in range(4)]
-    versions = [PipelineVersionFactory(name="v1"), PipelineVersionFactory(name="v2")]
-    annotators = [UserFactory(username=f"ann{i}", company=company, role="annotator") for i in range(2)]
-    qa = UserFactory(username="qa", company=company, role="qa_lead")
-    for i in range(60):
-        frame = FrameFactory(shelf=shelves[i % 2], checksum=f"{i:064d}")
-        box = BoxFactory(frame=frame)
-        action = WORKSPACE_ACTIONS[int(rng.integers(0, 4))]
-        suggested = None if action == Label.Action.ADDED else products[int(rng.integers(0, 4))]
-        chosen = {Label.Action.CONFIRMED: suggested, Label.Action.DELETED: None}.get(
-            action, products[int(rng.integers(0, 4))])
-        if action == Label.Action.CORRECTED and chosen == suggested:
-            chosen = products[(products.index(suggested) + 1) % 4]
-        when = MONDAY + timedelta(hours=int(rng.integers(0, 240)))
-        label = LabelFactory(box=box, product=chosen, action=action, suggested_product=suggested,
-                             suggested_by=None if suggested is None else versions[i % 2],
-                             annotator=annotators[int(rng.integers(0, 2))],
-                             time_spent_ms=int(rng.integers(500, 20_000)), created_at=when)
-        if action == Label.Action.CONFIRMED and rng.random() < 0.3:
-            Label.objects.filter(pk=label.pk).update(is_current=False)
-            LabelFactory(box=box, product=products[0], action=Label.Action.CORRECTED, annotator=qa,
-                         suggested_product=suggested, created_at=when + timedelta(days=1))
-    LabelFactory(box=BoxFactory(frame=FrameFactory(shelf=shelves[0], checksum="f" * 64)), action=Label.Action.IMPORTED)
-    LabelFactory(action=Label.Action.CONFIRMED, annotator=UserFactory(company=CompanyFactory()))  # elsewhere
-    manager = UserFactory(username="boss", company=company, role="manager")
-    return {"company": company, "manager": manager, "annotator": annotators[0], "qa": qa}
+    return decision_history()
 
 
 def group_of(label: Label, by: str) -> str:
@@ -179,3 +135,32 @@ def test_bad_report_queries_are_400_with_a_message(client, history, query, messa
     response = client.get(f"/api/reports/confirm-rate/?{query}")
     assert response.status_code == 400
     assert message in str(response.json())
+
+
+def test_the_dashboard_shows_the_figures_sorted_with_a_chart(client, history):
+    client.force_login(history["manager"])
+    page = client.get("/reports/?by=annotator&sort=-confirm_rate")
+    assert page.status_code == 200
+    body = page.content.decode()
+    expected = counted_directly(history["company"], "annotator")
+    order = sorted(expected, key=lambda g: expected[g]["confirm_rate"], reverse=True)
+    assert body.index(f"<td>{order[0]}</td>") < body.index(f"<td>{order[1]}</td>")
+    assert f"{expected[order[0]]['confirm_rate']:.3f}" in body
+    assert 'href="/reports/"' in body or "Reports</a>" in body  # the nav offers it to managers
+    chart = client.get("/reports/confirm-rate.svg?by=pipeline&over=day")
+    assert chart["Content-Type"] == "image/svg+xml" and chart.content.lstrip().startswith(b"<?xml")
+    assert b"v1" in chart.content and b"v2" in chart.content  # one line (and legend entry) per version
+
+
+def test_annotators_get_no_dashboard_and_no_link_to_it(client, history):
+    client.force_login(history["annotator"])
+    assert client.get("/reports/").status_code == 403
+    assert client.get("/reports/confirm-rate.svg").status_code == 403
+    assert "Reports</a>" not in client.get("/").content.decode()
+
+
+def test_a_reversed_date_range_is_explained_on_the_page(client, history):
+    client.force_login(history["manager"])
+    page = client.get("/reports/?start=2024-03-09&end=2024-03-01")
+    assert page.status_code == 200 and "is after the end" in page.content.decode()
+    assert client.get("/reports/confirm-rate.svg?start=2024-03-09&end=2024-03-01").status_code == 400

@@ -1,0 +1,7 @@
+"""What every page needs to know about the user: which parts of the app to offer."""
+from annotator.permissions import can_read_reports
+
+
+def roles(request) -> dict:
+    user = getattr(request, "user", None)
+    return {"can_read_reports": bool(user is not None and can_read_reports(user))}
