@@ -4,11 +4,24 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
+import numpy as np
 from django.db.models import Count, Exists, F, OuterRef, Prefetch, Q, QuerySet, Sum
 from django.db.models.functions import TruncDate, TruncWeek
 from django.shortcuts import get_object_or_404
 
-from annotator.models import Box, BoxEmbedding, Company, Frame, Label, Prediction, Product, ProductImage
+from annotator.models import (
+    Box,
+    BoxEmbedding,
+    Company,
+    Frame,
+    Label,
+    ModelVersion,
+    PipelineVersion,
+    Prediction,
+    Product,
+    ProductImage,
+)
+from inference.label_noise import NoiseConfig, confusable_pairs, rank_products, score_label_noise
 from inference.realgram import ShelfHistory
 
 
@@ -113,16 +126,15 @@ def products_of_boxes(views: list[BoxView]) -> list[Product]:
 class PreviousFrameState:
     """What the camera's frame before another showed and what was decided about each of its boxes:
     a person's current label where there is one (``confirmed``; -1 for a box deleted as no product),
-    else the top-1 of its latest prediction. ``vectors`` holds the stored embeddings by box id."""
+    else the top-1 of its latest prediction."""
 
     frame: Frame
     boxes: list[Box]
     product_ids: list[int]
     confirmed: list[bool]
-    vectors: dict[int, bytes]
 
 
-def previous_frame_state(*, frame: Frame, embedder_id: int) -> PreviousFrameState | None:
+def previous_frame_state(*, frame: Frame) -> PreviousFrameState | None:
     """The camera's latest frame taken before ``frame`` that was pre-labelled or labelled, with its
     decided boxes, in a fixed number of queries. None for a camera's first frame or an untimed one."""
     if frame.captured_at is None:
@@ -145,8 +157,7 @@ def previous_frame_state(*, frame: Frame, embedder_id: int) -> PreviousFrameStat
             boxes.append(view.box)
             product_ids.append(view.prediction.product_id if view.prediction.product_id is not None else -1)
             confirmed.append(False)
-    vectors = dict(BoxEmbedding.objects.filter(box__in=boxes, embedder_id=embedder_id).values_list("box_id", "vector"))
-    return PreviousFrameState(previous, boxes, product_ids, confirmed, {k: bytes(v) for k, v in vectors.items()})
+    return PreviousFrameState(previous, boxes, product_ids, confirmed)
 
 
 # ---------------------------------------------------------------- reports
@@ -168,7 +179,8 @@ WORKSPACE_ACTIONS = (Label.Action.CONFIRMED, Label.Action.CORRECTED, Label.Actio
 class ConfirmRateRow:
     """One group of annotators' decisions. ``confirm_rate``: confirmed / (confirmed + corrected), the
     share of suggestions left unchanged (None without any); added and deleted boxes are counted
-    apart. ``changed_later``: confirmed suggestions a later decision (QA) replaced."""
+    apart. ``changed_later``: confirmed suggestions whose box a later decision (QA) gave another
+    product or removed."""
 
     group: str
     confirmed: int
@@ -224,7 +236,10 @@ def confirm_rate_by(user, *, by: str, start: date | None = None, end: date | Non
         raise ValueError(f"unknown period {over!r}; day or week")
     decisions = Label.objects.filter(action__in=WORKSPACE_ACTIONS, annotator__isnull=False)
     earlier = decisions.filter(box=OuterRef("box"), pk__lt=OuterRef("pk"))
-    labels = decisions.filter(box__frame__company__in=companies_of(user)).exclude(Exists(earlier))
+    # The box's label now says another product than this decision did (or the box was removed).
+    changed = Label.objects.filter(box=OuterRef("box"), is_current=True).exclude(product=OuterRef("product"))
+    labels = (decisions.filter(box__frame__company__in=companies_of(user)).exclude(Exists(earlier))
+              .annotate(changed_since=Exists(changed)))
     if start is not None:
         labels = labels.filter(created_at__date__gte=start)
     if end is not None:
@@ -239,7 +254,7 @@ def confirm_rate_by(user, *, by: str, start: date | None = None, end: date | Non
             corrected=Count("pk", filter=Q(action=Label.Action.CORRECTED)),
             added=Count("pk", filter=Q(action=Label.Action.ADDED)),
             deleted=Count("pk", filter=Q(action=Label.Action.DELETED)),
-            changed_later=Count("pk", filter=confirmed & Q(is_current=False)),
+            changed_later=Count("pk", filter=confirmed & Q(changed_since=True)),
             milliseconds=Sum("time_spent_ms"),
         )
     )
@@ -250,3 +265,61 @@ def confirm_rate_by(user, *, by: str, start: date | None = None, end: date | Non
                        period=row.get("period"))
         for row in rows
     ]
+
+
+@dataclass(frozen=True)
+class SuspiciousProduct:
+    product: Product
+    crops: int
+    suspicious: int
+
+    @property
+    def share(self) -> float:
+        return self.suspicious / self.crops if self.crops else 0.0
+
+
+@dataclass(frozen=True)
+class LabelNoiseReport:
+    """Products by their share of suspicious labelled crops, worst first; confusable pairs (a, b,
+    crops that are each other's nearest neighbour across the two); crops left out for want of a
+    stored embedding."""
+
+    products: list[SuspiciousProduct]
+    pairs: list[tuple[Product, Product, int]]
+    unscored: int
+
+
+def current_embedder() -> ModelVersion | None:
+    """The embedder of the pipeline version that pre-labelled last (read, never loaded)."""
+    latest = PipelineVersion.objects.filter(embedder__isnull=False).order_by("-created_at", "-pk").first()
+    return latest.embedder if latest else None
+
+
+def label_noise_report(user, *, config: NoiseConfig = NoiseConfig(), pairs: int = 20) -> LabelNoiseReport:
+    """Every current label of the user's companies scored for label noise, each company's crops
+    against its own only, from the embeddings pre-labelling and the search space stored."""
+    embedder = current_embedder()
+    labels = list(Label.objects.filter(is_current=True, product__isnull=False, box__frame__company__in=companies_of(user))
+                  .order_by("box_id").values_list("box_id", "product_id", "box__frame__company_id"))
+    vectors = {}
+    if embedder is not None:
+        vectors = dict(BoxEmbedding.objects.filter(box_id__in=[b for b, _, _ in labels], embedder=embedder)
+                       .values_list("box_id", "vector"))
+    by_company: dict[int, list[tuple[int, int]]] = {}
+    for box_id, product_id, company_id in labels:
+        if box_id in vectors:
+            by_company.setdefault(company_id, []).append((box_id, product_id))
+    ranked, confusable = [], []
+    for rows in by_company.values():
+        products = np.array([p for _, p in rows], np.int64)
+        matrix = np.stack([np.frombuffer(bytes(vectors[b]), np.float16) for b, _ in rows]).astype(np.float32)
+        scores = score_label_noise(matrix, products, config)
+        ranked += rank_products(products, scores, config.threshold)
+        confusable += confusable_pairs(products, scores, limit=pairs)
+    catalogue = with_thumbnails(Product.objects.all()).in_bulk({p.product_id for p in ranked})
+    return LabelNoiseReport(
+        products=sorted((SuspiciousProduct(catalogue[p.product_id], p.crops, p.suspicious) for p in ranked),
+                        key=lambda s: (-s.share, -s.suspicious, s.product.pk)),
+        pairs=sorted(((catalogue[a], catalogue[b], n) for a, b, n in confusable), key=lambda t: -t[2])[:pairs],
+        unscored=len(labels) - sum(len(rows) for rows in by_company.values()),
+    )

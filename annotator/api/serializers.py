@@ -131,3 +131,26 @@ class ConfirmRateRowSerializer(serializers.Serializer):
     class Meta:
         fields = ["group", "boxes", "suggested", "confirmed", "corrected", "added", "deleted", "confirm_rate",
                   "changed_later", "changed_later_rate", "seconds_per_box", "boxes_per_hour"]
+
+
+class SuspiciousProductSerializer(serializers.Serializer):
+    product = ProductSerializer()
+    crops = serializers.IntegerField()
+    suspicious = serializers.IntegerField(help_text="labelled crops that look like another product")
+    share = serializers.FloatField()
+
+
+class ConfusablePairSerializer(serializers.Serializer):
+    a = ProductSerializer()
+    b = ProductSerializer()
+    mutual_neighbours = serializers.IntegerField(help_text="crops of a and of b that are each other's nearest")
+
+
+class LabelNoiseReportSerializer(serializers.Serializer):
+    products = SuspiciousProductSerializer(many=True)
+    pairs = serializers.SerializerMethodField()
+    unscored = serializers.IntegerField(help_text="labelled crops without a stored embedding, left out")
+
+    def get_pairs(self, report) -> list[dict]:
+        return ConfusablePairSerializer([{"a": a, "b": b, "mutual_neighbours": n} for a, b, n in report.pairs],
+                                        many=True).data

@@ -11,4 +11,5 @@ urlpatterns = [
     path("products/", views.ProductList.as_view(), name="api-product-list"),
     path("products/search/", views.ProductSearch.as_view(), name="api-product-search"),
     path("reports/confirm-rate/", views.ConfirmRateReport.as_view(), name="api-report-confirm-rate"),
+    path("reports/suspicious-products/", views.SuspiciousProductsReport.as_view(), name="api-report-suspicious"),
 ]

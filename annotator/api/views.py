@@ -16,6 +16,7 @@ from annotator.api.serializers import (
     ConfirmRateRowSerializer,
     FrameDetailSerializer,
     FrameSerializer,
+    LabelNoiseReportSerializer,
     ProductSerializer,
     ReportQuerySerializer,
     SubmitReportSerializer,
@@ -139,3 +140,15 @@ class ConfirmRateReport(APIView):
         if request.accepted_renderer.format == "csv":
             response["Content-Disposition"] = f'attachment; filename="confirm-rate-by-{query.validated_data["by"]}.csv"'
         return response
+
+
+class SuspiciousProductsReport(APIView):
+    """For QA leads: products ranked by their share of labelled crops that look like another product,
+    and the pairs of products whose crops are each other's nearest neighbours."""
+
+    permission_classes = [ReadsReports]
+
+    @extend_schema(responses=LabelNoiseReportSerializer)
+    def get(self, request: Request) -> Response:
+        report = selectors.label_noise_report(request.user)
+        return Response(LabelNoiseReportSerializer(report, context={"request": request}).data)

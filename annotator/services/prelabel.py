@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -12,21 +11,15 @@ from django.conf import settings
 from django.db import transaction
 
 from annotator import engines, selectors
-from annotator.models import Box, BoxEmbedding, Frame, ModelVersion, PipelineVersion, Prediction
+from annotator.models import Box, Frame, ModelVersion, PipelineVersion, Prediction
 from annotator.services import search_index
+from annotator.services.embeddings import crop_vectors, current_embedder_version, store_embeddings
 from annotator.services.frames import set_status
 from annotator.services.workspace import schedule_frame
 from inference.candidates import frame_confidence
 from inference.images import open_image
 from inference.pipeline import FrameContext, PipelineConfig, normalise_boxes
 from inference.tracking import PreviousFrame
-
-
-def current_embedder_version() -> ModelVersion:
-    embedder = engines.pipeline().embedder
-    version, _ = ModelVersion.objects.get_or_create(
-        kind=ModelVersion.Kind.EMBEDDER, name=embedder.name, defaults={"config": {"dim": embedder.dim}})
-    return version
 
 
 def current_pipeline_version(config: PipelineConfig | None = None) -> PipelineVersion:
@@ -113,32 +106,16 @@ def prelabel_frame(*, frame_id: int) -> Frame:
     return frame
 
 
-def store_embeddings(*, boxes: Sequence[Box], vectors: np.ndarray, embedder_version: ModelVersion) -> None:
-    """Keep each box's embedding (float16) for tracking the next frame; re-running replaces them."""
-    BoxEmbedding.objects.filter(box__in=boxes, embedder=embedder_version).delete()
-    BoxEmbedding.objects.bulk_create(
-        BoxEmbedding(box=box, embedder=embedder_version, vector=np.asarray(vector, np.float16).tobytes())
-        for box, vector in zip(boxes, vectors)
-    )
-
-
 def previous_frame(*, frame: Frame, embedder_version: ModelVersion) -> PreviousFrame | None:
-    """The camera's previous frame for tracking, its boxes' embeddings read back from pre-labelling;
-    boxes that have none (imported or drawn by hand) are embedded now, from that frame's image."""
-    state = selectors.previous_frame_state(frame=frame, embedder_id=embedder_version.pk)
+    """The camera's previous frame for tracking, with its boxes' embeddings (stored by its own
+    pre-labelling; a frame imported with its labels is embedded once, here)."""
+    state = selectors.previous_frame_state(frame=frame)
     if state is None or not state.boxes:
         return None
-    missing = [box for box in state.boxes if box.pk not in state.vectors]
-    if missing:
-        with state.frame.image.open("rb") as handle:
-            image = open_image(handle.read())
-        fresh = engines.pipeline().embed_boxes(image, [box.bbox for box in missing])
-        store_embeddings(boxes=missing, vectors=fresh, embedder_version=embedder_version)
-        state.vectors.update((box.pk, np.asarray(v, np.float16).tobytes()) for box, v in zip(missing, fresh))
     previous = state.frame
     return PreviousFrame(
         boxes=normalise_boxes([box.bbox for box in state.boxes], previous.width, previous.height),
-        vectors=np.stack([np.frombuffer(state.vectors[box.pk], np.float16).astype(np.float32) for box in state.boxes]),
+        vectors=crop_vectors(frame=previous, boxes=state.boxes, embedder_version=embedder_version),
         product_ids=np.asarray(state.product_ids, np.int64),
         confirmed=np.asarray(state.confirmed, bool),
         captured_at=previous.captured_at.timestamp(),

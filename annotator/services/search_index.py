@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from annotator import engines
 from annotator.models import Box, Frame, Label, SearchSpaceOutbox
-from inference.images import open_image
+from annotator.services.embeddings import crop_vectors, current_embedder_version
 from inference.search_space import CropPoint
 
 logger = logging.getLogger(__name__)
@@ -73,11 +73,12 @@ def crop_points(*, box_ids: Sequence[int]) -> list[CropPoint]:
     for label in labels:
         by_frame[label.box.frame_id].append(label)
     points: list[CropPoint] = []
+    embedder_version = current_embedder_version() if by_frame else None
     for frame_labels in by_frame.values():
         frame: Frame = frame_labels[0].box.frame
-        with frame.image.open("rb") as handle:
-            image = open_image(handle.read())
-        vectors = engines.pipeline().embed_boxes(image, [label.box.bbox for label in frame_labels])
+        # Pre-labelling stored most crops' embeddings; only boxes drawn by hand are embedded here.
+        vectors = crop_vectors(frame=frame, boxes=[label.box for label in frame_labels],
+                               embedder_version=embedder_version)
         points.extend(
             CropPoint(
                 box_id=label.box_id,

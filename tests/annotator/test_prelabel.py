@@ -2,6 +2,7 @@
 new frame's boxes get ranked suggestions stored as Predictions."""
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pytest
 
 from annotator.models import Box, BoxEmbedding, Frame, Label, Prediction, SearchSpaceOutbox
@@ -294,3 +295,27 @@ def test_v3_ranks_only_frames_taken_after_its_training_else_as_v2(tiny_embedder,
     assert prediction.pipeline_version.name == recorded
     assert ("reranker" in prediction.candidates[0]["components"]) == (recorded == "v3")
     assert prediction.product_id == red_a.pk
+
+
+def test_delivering_labels_reuses_the_embeddings_pre_labelling_stored(test_engines, search_space, monkeypatch):
+    shelf = ShelfFactory()
+    company = shelf.camera.store.company
+    products = {RED: ProductFactory(company=company), GREEN: ProductFactory(company=company)}
+    frame = FrameFactory(shelf=shelf, blocks=LAYOUT, checksum="e" * 64)
+    boxes = [BoxFactory(frame=frame, x=x, y=y, w=w, h=h) for (x, y, w, h), _ in LAYOUT]
+    prelabel_frame(frame_id=frame.pk)
+    embedded = []
+    original = test_engines.embed_boxes
+    monkeypatch.setattr(test_engines, "embed_boxes", lambda image, bboxes: embedded.append(len(bboxes))
+                        or original(image, bboxes))
+    drawn = BoxFactory(frame=frame, x=250, y=20, w=60, h=100)  # a box the annotator added
+    record_labels(decisions=[Decision(box=b, product=products[c], action=Label.Action.CONFIRMED)
+                             for b, (_, c) in zip(boxes, LAYOUT)]
+                  + [Decision(box=drawn, product=products[RED], action=Label.Action.ADDED)])
+    search_index.deliver_outbox()
+    assert embedded == [1]  # only the drawn box was embedded
+    assert search_space.count(company_id=company.pk) == 4
+    [[hit, *_]] = search_space.search(
+        np.frombuffer(bytes(BoxEmbedding.objects.get(box=boxes[1]).vector), np.float16)[None].astype(np.float32),
+        company_id=company.pk)
+    assert hit.box_id == boxes[1].pk and hit.score == pytest.approx(1.0, abs=1e-3)

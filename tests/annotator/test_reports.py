@@ -5,12 +5,22 @@ import io
 from collections import defaultdict
 from datetime import date, timedelta
 
+import numpy as np
 import pytest
 
 from annotator import selectors
-from annotator.models import Label
+from annotator.models import BoxEmbedding, Label, ModelVersion
 from annotator.selectors import REPORT_GROUPS, WORKSPACE_ACTIONS
-from tests.factories import CompanyFactory, UserFactory
+from tests.factories import (
+    BoxFactory,
+    CompanyFactory,
+    FrameFactory,
+    LabelFactory,
+    PipelineVersionFactory,
+    ProductFactory,
+    ShelfFactory,
+    UserFactory,
+)
 from tests.report_data import decision_history
 
 pytestmark = pytest.mark.django_db
@@ -50,7 +60,8 @@ def counted_directly(company, by, start=None, end=None) -> dict[str, dict]:
             continue
         row = totals[group_of(label, by)]
         row[label.action] += 1
-        row["changed_later"] += label.action == Label.Action.CONFIRMED and not label.is_current
+        current = Label.objects.get(box=label.box, is_current=True)
+        row["changed_later"] += label.action == Label.Action.CONFIRMED and current.product_id != label.product_id
         row["seconds"] += label.time_spent_ms / 1000
     return {
         group: {"confirmed": int(row["confirmed"]), "corrected": int(row["corrected"]), "added": int(row["added"]),
@@ -164,3 +175,40 @@ def test_a_reversed_date_range_is_explained_on_the_page(client, history):
     page = client.get("/reports/?start=2024-03-09&end=2024-03-01")
     assert page.status_code == 200 and "is after the end" in page.content.decode()
     assert client.get("/reports/confirm-rate.svg?start=2024-03-09&end=2024-03-01").status_code == 400
+
+
+def test_suspicious_products_come_from_the_stored_embeddings_company_by_company(client):
+    embedder = ModelVersion.objects.create(kind=ModelVersion.Kind.EMBEDDER, name="tiny")
+    PipelineVersionFactory(name="v2", embedder=embedder)
+    rng = np.random.default_rng(5)
+    centres = rng.normal(size=(3, 8))
+
+    def labelled_crops(company, planted: int):
+        shelf = ShelfFactory(camera__store__company=company)
+        products = [ProductFactory(company=company, name=f"{company.name}-{i}") for i in range(3)]
+        frame = FrameFactory(shelf=shelf, checksum=f"{company.pk:064d}")
+        for i in range(60):
+            truth = i % 3
+            label = 2 if i < planted * 3 and truth == 0 else truth  # some crops of product 0 called product 2
+            box = BoxFactory(frame=frame, x=i, y=0)
+            LabelFactory(box=box, product=products[label], action=Label.Action.IMPORTED)
+            vector = centres[truth] + 0.3 * rng.normal(size=8)
+            BoxEmbedding.objects.create(box=box, embedder=embedder, vector=vector.astype(np.float16).tobytes())
+        return products
+
+    company = CompanyFactory()
+    products = labelled_crops(company, planted=4)
+    labelled_crops(CompanyFactory(), planted=0)  # another company's crops never mix in
+    LabelFactory(box=BoxFactory(frame=FrameFactory(shelf=ShelfFactory(camera__store__company=company))),
+                 product=products[1], action=Label.Action.IMPORTED)  # no embedding: left out, counted
+
+    client.force_login(UserFactory(company=company, role="qa_lead"))
+    report = client.get("/api/reports/suspicious-products/").json()
+    assert [row["product"]["id"] for row in report["products"]][0] == products[2].pk
+    assert report["products"][0]["suspicious"] >= 3 and report["unscored"] == 1
+    assert {row["product"]["id"] for row in report["products"]} == {p.pk for p in products}  # theirs only
+    assert {(pair["a"]["id"], pair["b"]["id"]) for pair in report["pairs"]} <= {
+        (a.pk, b.pk) for a in products for b in products if a.pk < b.pk}
+
+    client.force_login(UserFactory(company=company, role="annotator"))
+    assert client.get("/api/reports/suspicious-products/").status_code == 403
