@@ -303,6 +303,12 @@ class Label(models.Model):
         ADDED = "added", "added"
         DELETED = "deleted", "deleted"
         IMPORTED = "imported", "imported"
+        REVIEWED = "reviewed", "reviewed by QA"  # kept or relabelled by a QA lead
+        REMOVED = "removed", "removed by QA"  # not a product, says a QA lead
+
+        @classmethod
+        def without_product(cls) -> tuple[str, ...]:
+            return (cls.DELETED, cls.REMOVED)
 
     box = models.ForeignKey(Box, on_delete=models.CASCADE, related_name="labels")
     product = models.ForeignKey(Product, on_delete=models.PROTECT, null=True, blank=True, related_name="labels")
@@ -328,7 +334,8 @@ class Label(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["box"], condition=Q(is_current=True), name="one_current_label_per_box"),
             models.CheckConstraint(
-                condition=Q(action="deleted") | Q(product__isnull=False), name="label_has_product_unless_deleted"
+                condition=Q(action__in=["deleted", "removed"]) | Q(product__isnull=False),
+                name="label_has_product_unless_deleted"
             ),
         ]
 

@@ -323,3 +323,10 @@ def label_noise_report(user, *, config: NoiseConfig = NoiseConfig(), pairs: int 
         pairs=sorted(((catalogue[a], catalogue[b], n) for a, b, n in confusable), key=lambda t: -t[2])[:pairs],
         unscored=len(labels) - sum(len(rows) for rows in by_company.values()),
     )
+
+
+def box_label_history(user, *, box_id: int) -> list[Label]:
+    """Every decision about a box of the user's companies, oldest first: the audit trail (who,
+    when, what the product became; the row before says what it was). 404 for anyone else's box."""
+    box = get_object_or_404(Box.objects.filter(frame__company__in=companies_of(user)), pk=box_id)
+    return list(box.labels.select_related("product", "annotator").order_by("created_at", "pk"))

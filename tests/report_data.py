@@ -49,7 +49,7 @@ def decision_history() -> dict:
                              time_spent_ms=int(rng.integers(500, 20_000)), created_at=when)
         if action == Label.Action.CONFIRMED and rng.random() < 0.3:
             Label.objects.filter(pk=label.pk).update(is_current=False)
-            LabelFactory(box=box, product=products[0], action=Label.Action.CORRECTED, annotator=qa,
+            LabelFactory(box=box, product=products[0], action=Label.Action.REVIEWED, annotator=qa,
                          suggested_product=suggested, created_at=when + timedelta(days=1))
     LabelFactory(box=BoxFactory(frame=FrameFactory(shelf=shelves[0], checksum="f" * 64)), action=Label.Action.IMPORTED)
     LabelFactory(action=Label.Action.CONFIRMED, annotator=UserFactory(company=CompanyFactory()))  # elsewhere

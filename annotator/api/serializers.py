@@ -154,3 +154,23 @@ class LabelNoiseReportSerializer(serializers.Serializer):
     def get_pairs(self, report) -> list[dict]:
         return ConfusablePairSerializer([{"a": a, "b": b, "mutual_neighbours": n} for a, b, n in report.pairs],
                                         many=True).data
+
+
+class ReviewSerializer(serializers.Serializer):
+    box_ids = serializers.ListField(child=serializers.IntegerField(), min_length=1, max_length=1000)
+    action = serializers.ChoiceField(choices=["relabel", "remove", "ok"])
+    product_id = serializers.IntegerField(required=False, allow_null=True)
+
+
+class ReviewReportSerializer(serializers.Serializer):
+    reviewed = serializers.IntegerField()
+    changed = serializers.IntegerField(help_text="boxes whose product changed (or that were removed)")
+
+
+class LabelHistorySerializer(serializers.Serializer):
+    action = serializers.CharField()
+    product_id = serializers.IntegerField(allow_null=True)
+    product = serializers.CharField(source="product.name", default=None)
+    by = serializers.CharField(source="annotator.username", default=None)
+    at = serializers.DateTimeField(source="created_at")
+    is_current = serializers.BooleanField()

@@ -10,6 +10,8 @@ urlpatterns = [
     path("frames/<int:frame_id>/submit/", views.FrameSubmit.as_view(), name="api-frame-submit"),
     path("products/", views.ProductList.as_view(), name="api-product-list"),
     path("products/search/", views.ProductSearch.as_view(), name="api-product-search"),
+    path("boxes/<int:box_id>/history/", views.BoxHistory.as_view(), name="api-box-history"),
+    path("review/", views.Review.as_view(), name="api-review"),
     path("reports/confirm-rate/", views.ConfirmRateReport.as_view(), name="api-report-confirm-rate"),
     path("reports/suspicious-products/", views.SuspiciousProductsReport.as_view(), name="api-report-suspicious"),
 ]

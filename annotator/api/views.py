@@ -5,7 +5,7 @@ from __future__ import annotations
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, status
-from rest_framework.exceptions import APIException, ValidationError
+from rest_framework.exceptions import APIException, PermissionDenied, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
@@ -16,15 +16,18 @@ from annotator.api.serializers import (
     ConfirmRateRowSerializer,
     FrameDetailSerializer,
     FrameSerializer,
+    LabelHistorySerializer,
     LabelNoiseReportSerializer,
     ProductSerializer,
     ReportQuerySerializer,
+    ReviewReportSerializer,
+    ReviewSerializer,
     SubmitReportSerializer,
     SubmitSerializer,
 )
 from annotator.api.renderers import CSVRenderer
 from annotator.permissions import ReadsReports
-from annotator.services import workspace
+from annotator.services import review, workspace
 
 
 class Conflict(APIException):
@@ -152,3 +155,25 @@ class SuspiciousProductsReport(APIView):
     def get(self, request: Request) -> Response:
         report = selectors.label_noise_report(request.user)
         return Response(LabelNoiseReportSerializer(report, context={"request": request}).data)
+
+
+class Review(APIView):
+    """QA leads relabel, remove or mark OK many labelled boxes at once (audited in the label history)."""
+
+    @extend_schema(request=ReviewSerializer, responses=ReviewReportSerializer)
+    def post(self, request: Request) -> Response:
+        body = ReviewSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            report = review.review_boxes(user=request.user, **body.validated_data)
+        except review.NotAReviewer as error:
+            raise PermissionDenied(str(error)) from None
+        except review.ReviewError as error:
+            raise ValidationError({"detail": str(error)}) from None
+        return Response(ReviewReportSerializer(report).data)
+
+
+class BoxHistory(APIView):
+    @extend_schema(responses=LabelHistorySerializer(many=True))
+    def get(self, request: Request, box_id: int) -> Response:
+        return Response(LabelHistorySerializer(selectors.box_label_history(request.user, box_id=box_id), many=True).data)

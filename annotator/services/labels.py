@@ -39,8 +39,8 @@ def record_labels(*, decisions: Sequence[Decision], annotator=None) -> list[Labe
         )
         for decision in decisions
     )
-    upserts = [d.box for d in decisions if d.action != Label.Action.DELETED]
-    deletions = [d.box for d in decisions if d.action == Label.Action.DELETED]
+    upserts = [d.box for d in decisions if d.action not in Label.Action.without_product()]
+    deletions = [d.box for d in decisions if d.action in Label.Action.without_product()]
     search_index.enqueue(boxes=upserts, operation=SearchSpaceOutbox.Operation.UPSERT)
     search_index.enqueue(boxes=deletions, operation=SearchSpaceOutbox.Operation.DELETE)
     return labels

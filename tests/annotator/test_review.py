@@ -1,0 +1,82 @@
+"""QA leads' review: relabel / remove / mark OK in bulk, audited, into the search space, by role."""
+import pytest
+
+from annotator.models import Label, SearchSpaceOutbox
+from annotator.services.labels import Decision, record_labels
+from tests.factories import BoxFactory, CompanyFactory, FrameFactory, ProductFactory, ShelfFactory, UserFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def crops():
+    shelf = ShelfFactory()
+    company = shelf.camera.store.company
+    products = [ProductFactory(company=company, name=name) for name in ("Oat milk", "Soy milk")]
+    frame = FrameFactory(shelf=shelf)
+    boxes = [BoxFactory(frame=frame, x=10 * i) for i in range(3)]
+    annotator = UserFactory(username="ann", company=company, role="annotator")
+    record_labels(decisions=[Decision(box=b, product=products[0], action=Label.Action.CONFIRMED) for b in boxes],
+                  annotator=annotator)
+    SearchSpaceOutbox.objects.all().delete()
+    return {"company": company, "products": products, "boxes": boxes, "annotator": annotator,
+            "qa": UserFactory(username="qa", company=company, role="qa_lead"),
+            "manager": UserFactory(username="boss", company=company, role="manager")}
+
+
+def post(client, user, **body):
+    client.force_login(user)
+    return client.post("/api/review/", body, content_type="application/json")
+
+
+def test_a_qa_lead_relabels_removes_and_marks_ok_and_each_change_is_audited(client, crops):
+    first, second, third = crops["boxes"]
+    oat, soy = crops["products"]
+    relabelled = post(client, crops["qa"], box_ids=[first.pk, second.pk], action="relabel", product_id=soy.pk)
+    assert relabelled.status_code == 200 and relabelled.json() == {"reviewed": 2, "changed": 2}
+    assert post(client, crops["qa"], box_ids=[third.pk], action="ok").json() == {"reviewed": 1, "changed": 0}
+    assert post(client, crops["qa"], box_ids=[second.pk], action="remove").json() == {"reviewed": 1, "changed": 1}
+
+    current = {label.box_id: label for label in Label.objects.filter(is_current=True)}
+    assert current[first.pk].product == soy and current[first.pk].action == Label.Action.REVIEWED
+    assert current[second.pk].product is None and current[second.pk].action == Label.Action.REMOVED
+    assert current[third.pk].product == oat and current[third.pk].action == Label.Action.REVIEWED
+
+    history = client.get(f"/api/boxes/{second.pk}/history/").json()
+    assert [(h["action"], h["product"], h["by"]) for h in history] == [
+        ("confirmed", "Oat milk", "ann"), ("reviewed", "Soy milk", "qa"), ("removed", None, "qa")]
+    assert [h["is_current"] for h in history] == [False, False, True]
+    # Into the search space: relabelled crops upserted, the removed one deleted.
+    queued = list(SearchSpaceOutbox.objects.order_by("pk").values_list("box_key", "operation"))
+    assert queued == [(first.pk, "upsert"), (second.pk, "upsert"), (third.pk, "upsert"), (second.pk, "delete")]
+
+
+@pytest.mark.parametrize("role", ["manager", "annotator"])
+def test_managers_and_annotators_do_not_relabel(client, crops, role):
+    response = post(client, crops[role], box_ids=[crops["boxes"][0].pk], action="relabel",
+                    product_id=crops["products"][1].pk)
+    assert response.status_code == 403 and "Only QA leads" in response.json()["detail"]
+    assert Label.objects.filter(action=Label.Action.REVIEWED).count() == 0
+
+
+def test_bad_reviews_change_nothing(client, crops):
+    box = crops["boxes"][0]
+    foreign = ProductFactory(company=CompanyFactory())
+    theirs = BoxFactory(frame=FrameFactory())
+    cases = [
+        ({"box_ids": [box.pk], "action": "relabel"}, "needs a product"),
+        ({"box_ids": [box.pk], "action": "relabel", "product_id": foreign.pk}, "needs a product"),
+        ({"box_ids": [box.pk, theirs.pk], "action": "ok"}, f"Box {theirs.pk} is not one of yours"),
+        ({"box_ids": [box.pk, box.pk], "action": "ok"}, "listed twice"),
+        ({"box_ids": [box.pk], "action": "burn"}, "is not a valid choice"),
+        ({"box_ids": [], "action": "ok"}, "Ensure this field has at least 1 elements"),
+    ]
+    for body, message in cases:
+        response = post(client, crops["qa"], **body)
+        assert response.status_code == 400 and message in str(response.json()), body
+    assert Label.objects.count() == 3
+
+
+def test_another_companys_box_history_is_not_found(client, crops):
+    client.force_login(UserFactory(company=CompanyFactory(), role="qa_lead"))
+    assert client.get(f"/api/boxes/{crops['boxes'][0].pk}/history/").status_code == 404
