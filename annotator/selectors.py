@@ -295,9 +295,9 @@ def current_embedder() -> ModelVersion | None:
     return latest.embedder if latest else None
 
 
-def label_noise_report(user, *, config: NoiseConfig = NoiseConfig(), pairs: int = 20) -> LabelNoiseReport:
-    """Every current label of the user's companies scored for label noise, each company's crops
-    against its own only, from the embeddings pre-labelling and the search space stored."""
+def _company_noise(user, config: NoiseConfig):
+    """Per company of the user: (box ids, product ids, NoiseScores) of its current labels that have
+    a stored embedding, and the number of labels left out for want of one."""
     embedder = current_embedder()
     labels = list(Label.objects.filter(is_current=True, product__isnull=False, box__frame__company__in=companies_of(user))
                   .order_by("box_id").values_list("box_id", "product_id", "box__frame__company_id"))
@@ -309,11 +309,21 @@ def label_noise_report(user, *, config: NoiseConfig = NoiseConfig(), pairs: int 
     for box_id, product_id, company_id in labels:
         if box_id in vectors:
             by_company.setdefault(company_id, []).append((box_id, product_id))
-    ranked, confusable = [], []
+    scored = []
     for rows in by_company.values():
+        box_ids = np.array([b for b, _ in rows], np.int64)
         products = np.array([p for _, p in rows], np.int64)
         matrix = np.stack([np.frombuffer(bytes(vectors[b]), np.float16) for b, _ in rows]).astype(np.float32)
-        scores = score_label_noise(matrix, products, config)
+        scored.append((box_ids, products, score_label_noise(matrix, products, config)))
+    return scored, len(labels) - sum(len(rows) for rows in by_company.values())
+
+
+def label_noise_report(user, *, config: NoiseConfig = NoiseConfig(), pairs: int = 20) -> LabelNoiseReport:
+    """Every current label of the user's companies scored for label noise, each company's crops
+    against its own only, from the embeddings pre-labelling and the search space stored."""
+    scored, unscored = _company_noise(user, config)
+    ranked, confusable = [], []
+    for _, products, scores in scored:
         ranked += rank_products(products, scores, config.threshold)
         confusable += confusable_pairs(products, scores, limit=pairs)
     catalogue = with_thumbnails(Product.objects.all()).in_bulk({p.product_id for p in ranked})
@@ -321,8 +331,29 @@ def label_noise_report(user, *, config: NoiseConfig = NoiseConfig(), pairs: int 
         products=sorted((SuspiciousProduct(catalogue[p.product_id], p.crops, p.suspicious) for p in ranked),
                         key=lambda s: (-s.share, -s.suspicious, s.product.pk)),
         pairs=sorted(((catalogue[a], catalogue[b], n) for a, b, n in confusable), key=lambda t: -t[2])[:pairs],
-        unscored=len(labels) - sum(len(rows) for rows in by_company.values()),
+        unscored=unscored,
     )
+
+
+@dataclass(frozen=True)
+class ReviewCrop:
+    box: Box
+    suspicion: float
+    looks_like: Product | None  # the product of its nearest differently-labelled crop
+
+
+def product_review(user, *, product_id: int, config: NoiseConfig = NoiseConfig()) -> tuple[Product, list[ReviewCrop]]:
+    """A product of the user's companies and its labelled crops, most suspicious first."""
+    product = get_object_or_404(products_for(user), pk=product_id)
+    scored, _ = _company_noise(user, config)
+    picked: list[tuple[int, float, int]] = []
+    for box_ids, products, scores in scored:
+        mine = np.flatnonzero(products == product.pk)
+        picked += [(int(box_ids[i]), float(scores.suspicion[i]), int(scores.nearest_other[i])) for i in mine]
+    picked.sort(key=lambda row: (-row[1], row[0]))
+    boxes = Box.objects.select_related("frame").in_bulk([b for b, _, _ in picked])
+    others = Product.objects.in_bulk({o for _, _, o in picked if o >= 0})
+    return product, [ReviewCrop(boxes[b], s, others.get(o)) for b, s, o in picked]
 
 
 def box_label_history(user, *, box_id: int) -> list[Label]:
@@ -330,3 +361,7 @@ def box_label_history(user, *, box_id: int) -> list[Label]:
     when, what the product became; the row before says what it was). 404 for anyone else's box."""
     box = get_object_or_404(Box.objects.filter(frame__company__in=companies_of(user)), pk=box_id)
     return list(box.labels.select_related("product", "annotator").order_by("created_at", "pk"))
+
+
+def box_for(user, *, box_id: int) -> Box:
+    return get_object_or_404(Box.objects.filter(frame__company__in=companies_of(user)).select_related("frame"), pk=box_id)

@@ -11,5 +11,8 @@ urlpatterns = [
     path("label/", views.workspace, name="workspace"),
     path("frames/<int:frame_id>/label/", views.workspace, name="workspace-frame"),
     path("reports/", views.reports, name="reports"),
+    path("review/", views.review, name="review"),
+    path("review/<int:product_id>/", views.review_product, name="review-product"),
+    path("boxes/<int:box_id>/crop.jpg", views.box_crop, name="box-crop"),
     path("reports/confirm-rate.svg", views.reports_chart, name="reports-chart"),
 ]

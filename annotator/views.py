@@ -1,6 +1,8 @@
 """Pages. Thin: check access, call a selector, render."""
 from __future__ import annotations
 
+import io
+
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
@@ -12,7 +14,9 @@ from annotator import selectors
 from annotator.charts import confirm_rate_chart
 from annotator.forms import REPORT_COLUMNS, ReportFilterForm
 from annotator.models import Frame
-from annotator.permissions import can_read_reports
+from annotator.permissions import can_read_reports, has_role
+from annotator.services.review import REVIEWERS
+from inference.images import crop_boxes, open_image
 from annotator.services.prelabel import retry_frame
 
 
@@ -91,3 +95,34 @@ def reports_chart(request: HttpRequest) -> HttpResponse:
                                      end=data.get("end"))
     svg = confirm_rate_chart(rows, title=f"Confirm rate per {data['over']}, by {data['by']}")
     return HttpResponse(svg, content_type="image/svg+xml")
+
+
+def _reviewer(request: HttpRequest) -> None:
+    if not has_role(request.user, *REVIEWERS):
+        raise PermissionDenied("Reviewing labels is for QA leads.")
+
+
+def review(request: HttpRequest) -> HttpResponse:
+    """QA leads' start page: products by their share of suspicious crops, and confusable pairs."""
+    _reviewer(request)
+    return render(request, "annotator/review.html", {"report": selectors.label_noise_report(request.user)})
+
+
+def review_product(request: HttpRequest, product_id: int) -> HttpResponse:
+    """One product's labelled crops in a grid, most suspicious first, to relabel, remove or mark OK."""
+    _reviewer(request)
+    product, crops = selectors.product_review(request.user, product_id=product_id)
+    return render(request, "annotator/review_product.html", {"product": product, "crops": crops})
+
+
+def box_crop(request: HttpRequest, box_id: int) -> HttpResponse:
+    """The box's crop as a JPEG (the grid's thumbnails), for any user of the box's company."""
+    box = selectors.box_for(request.user, box_id=box_id)
+    with box.frame.image.open("rb") as handle:
+        [crop] = crop_boxes(open_image(handle.read()), [box.bbox])
+    crop.thumbnail((160, 160))
+    out = io.BytesIO()
+    crop.save(out, format="JPEG", quality=85)
+    response = HttpResponse(out.getvalue(), content_type="image/jpeg")
+    response["Cache-Control"] = "private, max-age=3600"
+    return response

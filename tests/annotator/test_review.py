@@ -80,3 +80,24 @@ def test_bad_reviews_change_nothing(client, crops):
 def test_another_companys_box_history_is_not_found(client, crops):
     client.force_login(UserFactory(company=CompanyFactory(), role="qa_lead"))
     assert client.get(f"/api/boxes/{crops['boxes'][0].pk}/history/").status_code == 404
+
+
+@pytest.mark.parametrize("role", ["manager", "annotator"])
+def test_the_review_pages_are_for_qa_leads(client, crops, role):
+    client.force_login(crops[role])
+    assert client.get("/review/").status_code == 403
+    assert client.get(f"/review/{crops['products'][0].pk}/").status_code == 403
+    assert "Review</a>" not in client.get("/").content.decode()
+    client.force_login(crops["qa"])
+    assert client.get("/review/").status_code == 200
+    assert client.get(f"/review/{crops['products'][0].pk}/").status_code == 200
+
+
+def test_a_crop_image_is_served_only_to_its_company(client, crops):
+    box = crops["boxes"][0]
+    client.force_login(crops["annotator"])
+    response = client.get(f"/boxes/{box.pk}/crop.jpg")
+    assert response.status_code == 200 and response["Content-Type"] == "image/jpeg"
+    assert response.content[:2] == b"\xff\xd8"
+    client.force_login(UserFactory(company=CompanyFactory(), role="qa_lead"))
+    assert client.get(f"/boxes/{box.pk}/crop.jpg").status_code == 404
