@@ -2,7 +2,7 @@
 everything. Annotators label; QA leads label and review; managers read reports but relabel nothing."""
 from __future__ import annotations
 
-from rest_framework.permissions import BasePermission
+from rest_framework.permissions import SAFE_METHODS, BasePermission
 
 REPORT_READERS = ("manager", "qa_lead", "admin")
 
@@ -24,3 +24,19 @@ class ReadsReports(BasePermission):
 
     def has_permission(self, request, view) -> bool:
         return can_read_reports(request.user)
+
+
+LABELLERS = ("annotator", "qa_lead", "admin")
+
+
+def can_label(user) -> bool:
+    return has_role(user, *LABELLERS)
+
+
+class LabelsFrames(BasePermission):
+    """Leasing and submitting frames: annotators and QA leads; managers read, they do not label."""
+
+    message = "Labelling is for annotators and QA leads."
+
+    def has_permission(self, request, view) -> bool:
+        return request.method in SAFE_METHODS or can_label(request.user)

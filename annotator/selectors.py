@@ -340,20 +340,22 @@ class ReviewCrop:
     box: Box
     suspicion: float
     looks_like: Product | None  # the product of its nearest differently-labelled crop
+    looks_like_box_id: int | None = None  # that crop, to show beside it
 
 
 def product_review(user, *, product_id: int, config: NoiseConfig = NoiseConfig()) -> tuple[Product, list[ReviewCrop]]:
     """A product of the user's companies and its labelled crops, most suspicious first."""
     product = get_object_or_404(products_for(user), pk=product_id)
     scored, _ = _company_noise(user, config)
-    picked: list[tuple[int, float, int]] = []
+    picked: list[tuple[int, float, int, int | None]] = []
     for box_ids, products, scores in scored:
-        mine = np.flatnonzero(products == product.pk)
-        picked += [(int(box_ids[i]), float(scores.suspicion[i]), int(scores.nearest_other[i])) for i in mine]
+        for i in np.flatnonzero(products == product.pk):
+            other = next((int(box_ids[j]) for j in scores.neighbours[i] if products[j] != products[i]), None)
+            picked.append((int(box_ids[i]), float(scores.suspicion[i]), int(scores.nearest_other[i]), other))
     picked.sort(key=lambda row: (-row[1], row[0]))
-    boxes = Box.objects.select_related("frame").in_bulk([b for b, _, _ in picked])
-    others = Product.objects.in_bulk({o for _, _, o in picked if o >= 0})
-    return product, [ReviewCrop(boxes[b], s, others.get(o)) for b, s, o in picked]
+    boxes = Box.objects.select_related("frame").in_bulk([row[0] for row in picked])
+    others = Product.objects.in_bulk({row[2] for row in picked if row[2] >= 0})
+    return product, [ReviewCrop(boxes[b], s, others.get(o), other_box) for b, s, o, other_box in picked]
 
 
 def box_label_history(user, *, box_id: int) -> list[Label]:

@@ -26,7 +26,7 @@ from annotator.api.serializers import (
     SubmitSerializer,
 )
 from annotator.api.renderers import CSVRenderer
-from annotator.permissions import ReadsReports
+from annotator.permissions import LabelsFrames, ReadsReports
 from annotator.services import review, workspace
 
 
@@ -54,6 +54,8 @@ class FrameDetail(APIView):
 
 
 class NextFrame(APIView):
+    permission_classes = [*api_settings.DEFAULT_PERMISSION_CLASSES, LabelsFrames]
+
     @extend_schema(request=None, responses={200: FrameDetailSerializer, 204: None})
     def post(self, request: Request) -> Response:
         """Lease the next scheduled frame to label; 204 when there is none."""
@@ -64,6 +66,8 @@ class NextFrame(APIView):
 
 
 class FrameLease(APIView):
+    permission_classes = [*api_settings.DEFAULT_PERMISSION_CLASSES, LabelsFrames]
+
     @extend_schema(request=None, responses={200: FrameDetailSerializer, 409: None})
     def post(self, request: Request, frame_id: int) -> Response:
         """Open the frame for labelling; 409 while another annotator holds it."""
@@ -81,6 +85,8 @@ class FrameLease(APIView):
 
 
 class FrameSubmit(APIView):
+    permission_classes = [*api_settings.DEFAULT_PERMISSION_CLASSES, LabelsFrames]
+
     @extend_schema(request=SubmitSerializer, responses={200: SubmitReportSerializer, 400: None, 409: None})
     def post(self, request: Request, frame_id: int) -> Response:
         """Submit an answer for every box of the frame (and any new boxes), in one transaction."""

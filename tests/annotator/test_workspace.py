@@ -246,3 +246,15 @@ def test_next_frame_is_the_oldest_when_cameras_are_equally_sure(company, product
               for shelf, hours, c in ((shelves[0], 4, "c"), (shelves[1], 1, "d"))]
     Frame.objects.filter(pk__in=[f.pk for f in frames]).update(confidence=0.3)
     assert lease_next_frame(user=annotator(company)).pk == frames[1].pk
+
+
+def test_managers_read_but_do_not_label(client, shelf, company, products):
+    frame = ready_frame(shelf, products)
+    client.force_login(UserFactory(username="boss", company=company, role="manager"))
+    for response in (client.post("/api/frames/next/"), client.post(f"/api/frames/{frame.pk}/lease/"),
+                     client.post(f"/api/frames/{frame.pk}/submit/", {"boxes": []}, content_type="application/json")):
+        assert response.status_code == 403
+        assert "Labelling is for annotators and QA leads" in response.json()["detail"]
+    assert client.get(f"/api/frames/{frame.pk}/").status_code == 200  # reading is fine
+    frame.refresh_from_db()
+    assert frame.leased_by is None and not Label.objects.exists()

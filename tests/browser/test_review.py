@@ -49,6 +49,7 @@ def test_a_qa_lead_finds_the_mislabelled_crop_and_relabels_it_by_keyboard(page, 
     first = page.locator(".crop").first
     assert first.get_attribute("data-box") == str(planted.pk)
     assert "looks like Oat milk" in first.inner_text()
+    assert first.locator(".looks-like img").count() == 1  # the nearest Oat milk crop, beside it
     page.wait_for_function("[...document.querySelectorAll('.crop img')].slice(0, 4).every(i => i.complete && i.naturalWidth)",
                            timeout=TIMEOUT)
     page.keyboard.press(" ")
