@@ -1,6 +1,7 @@
 """Every read with a rule in it. All reads are scoped to the user's companies."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
@@ -289,6 +290,12 @@ class LabelNoiseReport:
     unscored: int
 
 
+def stored_vectors(*, box_ids: Sequence[int], embedder_version: ModelVersion) -> dict[int, np.ndarray]:
+    """The crop embeddings kept for these boxes by one embedder version (float32), by box id."""
+    rows = BoxEmbedding.objects.filter(box_id__in=list(box_ids), embedder=embedder_version).values_list("box_id", "vector")
+    return {box_id: np.frombuffer(bytes(vector), np.float16).astype(np.float32) for box_id, vector in rows}
+
+
 def current_embedder() -> ModelVersion | None:
     """The embedder of the pipeline version that pre-labelled last (read, never loaded)."""
     latest = PipelineVersion.objects.filter(embedder__isnull=False).order_by("-created_at", "-pk").first()
@@ -301,10 +308,7 @@ def _company_noise(user, config: NoiseConfig):
     embedder = current_embedder()
     labels = list(Label.objects.filter(is_current=True, product__isnull=False, box__frame__company__in=companies_of(user))
                   .order_by("box_id").values_list("box_id", "product_id", "box__frame__company_id"))
-    vectors = {}
-    if embedder is not None:
-        vectors = dict(BoxEmbedding.objects.filter(box_id__in=[b for b, _, _ in labels], embedder=embedder)
-                       .values_list("box_id", "vector"))
+    vectors = stored_vectors(box_ids=[b for b, _, _ in labels], embedder_version=embedder) if embedder else {}
     by_company: dict[int, list[tuple[int, int]]] = {}
     for box_id, product_id, company_id in labels:
         if box_id in vectors:
@@ -313,7 +317,7 @@ def _company_noise(user, config: NoiseConfig):
     for rows in by_company.values():
         box_ids = np.array([b for b, _ in rows], np.int64)
         products = np.array([p for _, p in rows], np.int64)
-        matrix = np.stack([np.frombuffer(bytes(vectors[b]), np.float16) for b, _ in rows]).astype(np.float32)
+        matrix = np.stack([vectors[b] for b, _ in rows])
         scored.append((box_ids, products, score_label_noise(matrix, products, config)))
     return scored, len(labels) - sum(len(rows) for rows in by_company.values())
 
@@ -347,14 +351,16 @@ def product_review(user, *, product_id: int, config: NoiseConfig = NoiseConfig()
     """A product of the user's companies and its labelled crops, most suspicious first."""
     product = get_object_or_404(products_for(user), pk=product_id)
     scored, _ = _company_noise(user, config)
-    picked: list[tuple[int, float, int, int | None]] = []
+    picked: list[tuple[int, float, int | None, int | None]] = []
     for box_ids, products, scores in scored:
         for i in np.flatnonzero(products == product.pk):
-            other = next((int(box_ids[j]) for j in scores.neighbours[i] if products[j] != products[i]), None)
-            picked.append((int(box_ids[i]), float(scores.suspicion[i]), int(scores.nearest_other[i]), other))
+            # Its nearest crop of another product: the product it looks like, and the crop to show.
+            j = next((j for j in scores.neighbours[i] if products[j] != products[i]), None)
+            picked.append((int(box_ids[i]), float(scores.suspicion[i]),
+                           None if j is None else int(products[j]), None if j is None else int(box_ids[j])))
     picked.sort(key=lambda row: (-row[1], row[0]))
     boxes = Box.objects.select_related("frame").in_bulk([row[0] for row in picked])
-    others = Product.objects.in_bulk({row[2] for row in picked if row[2] >= 0})
+    others = Product.objects.in_bulk({row[2] for row in picked if row[2] is not None})
     return product, [ReviewCrop(boxes[b], s, others.get(o), other_box) for b, s, o, other_box in picked]
 
 

@@ -149,6 +149,10 @@ def run_replay(
             if counted:
                 detected_all.append(source >= 0)
         annotated = seen_per_camera[camera] % annotate_every == 0
+        # An annotated frame carries its truth to every pipeline; otherwise each carries its own top-1.
+        labelled = PreviousFrame(normalise_boxes(frame.boxes, frame.width, frame.height), frame_vectors, frame.truth,
+                                 np.ones(len(frame.truth), bool), context.captured_at) if annotated else None
+        query_normalised = normalise_boxes(query_boxes, frame.width, frame.height)
         predictions, carried = [], []
         for index, config in enumerate(pipelines):
             before_frame = tracked[camera][index] if camera in tracked else None
@@ -158,12 +162,8 @@ def run_replay(
                 on_ranked(frame, moment, index, ranked)
             top = np.array([c[0].product_id if c else -1 for c in ranked] + [-1], np.int64)
             predictions.append(top[source])
-            if annotated:
-                carried.append(PreviousFrame(normalise_boxes(frame.boxes, frame.width, frame.height), frame_vectors,
-                                             frame.truth, np.ones(len(frame.truth), bool), context.captured_at))
-            else:
-                carried.append(PreviousFrame(normalise_boxes(query_boxes, frame.width, frame.height), query_vectors,
-                                             top[:-1], np.zeros(len(query_boxes), bool), context.captured_at))
+            carried.append(labelled if annotated else PreviousFrame(
+                query_normalised, query_vectors, top[:-1], np.zeros(len(query_boxes), bool), context.captured_at))
         tracked[camera] = carried
         if counted:
             truth_all.append(frame.truth)
@@ -235,9 +235,9 @@ def annotate(space: ExactSearchSpace, history_rows: dict[str, list], frame: Repl
         for index, product in enumerate(frame.truth)
     ])
     if np.isfinite(moment):
-        scale = np.array([frame.width, frame.height, frame.width, frame.height], np.float64)
         history_rows[frame.shelf].extend(
-            (int(product), tuple(box / scale), moment, frame.frame_id) for box, product in zip(frame.boxes, frame.truth)
+            (int(product), tuple(box), moment, frame.frame_id)
+            for box, product in zip(normalise_boxes(frame.boxes, frame.width, frame.height), frame.truth)
         )
 
 

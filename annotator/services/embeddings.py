@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from annotator import engines
+from annotator import engines, selectors
 from annotator.models import Box, BoxEmbedding, Frame, ModelVersion
 from inference.images import open_image
 
@@ -28,15 +28,10 @@ def store_embeddings(*, boxes: Sequence[Box], vectors: np.ndarray, embedder_vers
     )
 
 
-def stored_vectors(*, box_ids: Sequence[int], embedder_version: ModelVersion) -> dict[int, np.ndarray]:
-    rows = BoxEmbedding.objects.filter(box_id__in=list(box_ids), embedder=embedder_version).values_list("box_id", "vector")
-    return {box_id: np.frombuffer(bytes(vector), np.float16).astype(np.float32) for box_id, vector in rows}
-
-
 def crop_vectors(*, frame: Frame, boxes: Sequence[Box], embedder_version: ModelVersion) -> np.ndarray:
     """The embeddings of ``boxes`` of ``frame`` (one row each, in order): those stored, and the
     rest embedded from the frame's image in one batch and stored."""
-    known = stored_vectors(box_ids=[box.pk for box in boxes], embedder_version=embedder_version)
+    known = selectors.stored_vectors(box_ids=[box.pk for box in boxes], embedder_version=embedder_version)
     missing = [box for box in boxes if box.pk not in known]
     if missing:
         with frame.image.open("rb") as handle:

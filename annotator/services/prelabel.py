@@ -77,14 +77,14 @@ def prelabel_frame(*, frame_id: int) -> Frame:
         if config.realgram is not None:
             history = selectors.shelf_history(
                 shelf_id=frame.shelf_id, before=moment, window_days=config.realgram.window_days)
-        embedder_version = current_embedder_version()
-        vectors = pipeline.embed_boxes(image, [box.bbox for box in boxes])
-        if config.tracking is not None:
-            previous = previous_frame(frame=frame, embedder_version=embedder_version)
-        ranked = pipeline.rank(vectors, [box.bbox for box in boxes], context, history, previous)
         version = current_pipeline_version(config)
+        bboxes = [box.bbox for box in boxes]
+        vectors = pipeline.embed_boxes(image, bboxes)
+        if config.tracking is not None:
+            previous = previous_frame(frame=frame, embedder_version=version.embedder)
+        ranked = pipeline.rank(vectors, bboxes, context, history, previous)
         with transaction.atomic():
-            store_embeddings(boxes=boxes, vectors=vectors, embedder_version=embedder_version)
+            store_embeddings(boxes=boxes, vectors=vectors, embedder_version=version.embedder)
             Frame.objects.filter(pk=frame.pk).update(confidence=frame_confidence(ranked))
             Prediction.objects.filter(box__frame=frame, pipeline_version=version).delete()
             Prediction.objects.bulk_create(

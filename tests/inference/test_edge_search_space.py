@@ -5,19 +5,9 @@ import numpy as np
 import pytest
 
 from inference.search_space import CropPoint, EdgeSearchSpace, ExactSearchSpace
+from tests.inference.test_exact_search_space import DIM, fill_with_churn, neighbours, random_points
 
-DIM = 16
 WHEN = datetime(2024, 1, 1, tzinfo=UTC)
-
-
-def random_points(rng, count, start=0):
-    vectors = rng.normal(size=(count, DIM)).astype(np.float32)
-    return [
-        CropPoint(box_id=start + i, vector=vectors[i], product_id=int(rng.integers(1, 20)), frame_id=1,
-                  company_id=int(rng.integers(1, 3)), store_id=int(rng.integers(1, 4)), shelf_id=1,
-                  category_id=int(rng.integers(1, 3)) if i % 5 else None, annotated_at=WHEN)
-        for i in range(count)
-    ]
 
 
 @pytest.fixture
@@ -25,11 +15,6 @@ def edge(tmp_path):
     space = EdgeSearchSpace(tmp_path / "edge", "crops-test", DIM)
     yield space
     space.close()
-
-
-def neighbours(space, queries, **filters):
-    return [[(n.box_id, n.product_id, round(n.score, 4)) for n in hits]
-            for hits in space.search(queries, limit=7, **filters)]
 
 
 @pytest.mark.parametrize("filters", [{"company_id": 1}, {"company_id": 2, "store_id": 3}, {"company_id": 1, "category_id": 2}])
@@ -40,10 +25,7 @@ def test_edge_agrees_with_the_exact_engine(tmp_path, filters, quantize):
     exact = ExactSearchSpace(DIM)
     points = random_points(rng, 300)
     for space in (edge, exact):
-        space.upsert(points[:200])
-        space.upsert(points[200:])
-        space.upsert(random_points(np.random.default_rng(2), 40, start=100))  # replaces ids 100..139
-        space.delete(list(range(0, 300, 7)))
+        fill_with_churn(space, points)
     queries = rng.normal(size=(12, DIM)).astype(np.float32)
     assert neighbours(edge, queries, **filters) == neighbours(exact, queries, **filters)
     assert edge.count() == exact.count() and edge.count(company_id=1) == exact.count(company_id=1)

@@ -19,6 +19,14 @@ def random_points(rng, count, start=0):
     ]
 
 
+def fill_with_churn(space, points):
+    """Upserts in two batches, replaced points and deletions: what an engine must survive."""
+    space.upsert(points[:200])
+    space.upsert(points[200:])
+    space.upsert(random_points(np.random.default_rng(2), 40, start=100))  # replaces ids 100..139
+    space.delete(list(range(0, 300, 7)))
+
+
 @pytest.fixture
 def both():
     exact = ExactSearchSpace(DIM, capacity=8)  # small capacity: growth is exercised
@@ -39,10 +47,7 @@ def test_exact_engine_agrees_with_qdrant(both, filters):
     exact, qdrant = both
     points = random_points(rng, 300)
     for space in both:
-        space.upsert(points[:200])
-        space.upsert(points[200:])
-        space.upsert(random_points(np.random.default_rng(2), 40, start=100))  # replaces ids 100..139
-        space.delete(list(range(0, 300, 7)))
+        fill_with_churn(space, points)
     queries = rng.normal(size=(12, DIM)).astype(np.float32)
     assert neighbours(exact, queries, **filters) == neighbours(qdrant, queries, **filters)
     assert exact.count() == qdrant.count() and exact.count(company_id=1) == qdrant.count(company_id=1)
