@@ -21,6 +21,7 @@ from annotator.models import (
     Prediction,
     Product,
     ProductImage,
+    Shelf,
 )
 from inference.label_noise import NoiseConfig, confusable_pairs, rank_products, score_label_noise
 from inference.realgram import ShelfHistory
@@ -30,6 +31,17 @@ def companies_of(user) -> QuerySet[Company]:
     if user.is_superuser:
         return Company.objects.all()
     return Company.objects.filter(memberships__user=user)
+
+
+def may_see_media(user, *, name: str) -> bool:
+    """Whether the stored file ``name`` is a frame or product image of the user's companies."""
+    companies = companies_of(user)
+    return (Frame.objects.filter(company__in=companies, image=name).exists()
+            or ProductImage.objects.filter(product__company__in=companies, image=name).exists())
+
+
+def shelves_for(user) -> QuerySet[Shelf]:
+    return Shelf.objects.filter(camera__store__company__in=companies_of(user)).select_related("camera__store__company")
 
 
 def frames_for(user, *, status: str | None = None) -> QuerySet[Frame]:

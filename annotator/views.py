@@ -6,9 +6,11 @@ import io
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse
+from django.conf import settings
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
+from django.views.static import serve
 
 from annotator import selectors
 from annotator.charts import confirm_rate_chart
@@ -18,6 +20,16 @@ from annotator.permissions import can_read_reports, has_role
 from annotator.services.review import REVIEWERS
 from inference.images import crop_boxes, open_image
 from annotator.services.prelabel import retry_frame
+
+
+def media_file(request: HttpRequest, path: str) -> HttpResponse:
+    """A frame or product image on local disk, for users of its company only (S3 media is served by
+    the store itself, through signed URLs)."""
+    if not selectors.may_see_media(request.user, name=path):
+        raise Http404("No such image.")
+    response = serve(request, path, document_root=settings.MEDIA_ROOT)
+    response["Cache-Control"] = "private, max-age=3600"
+    return response
 
 
 def frame_list(request: HttpRequest) -> HttpResponse:

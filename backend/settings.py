@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -48,11 +49,20 @@ VAR_DIR = Path(env("VAR_DIR", str(BASE_DIR / "var"))).resolve()
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 
 
+# DJANGO_HTTPS: the site is served over HTTPS (a production deployment, usually behind a proxy that
+# terminates TLS): cookies are sent only over HTTPS, HTTP is redirected, browsers are told to keep to
+# HTTPS (HSTS), and the secret key must come from the environment.
+HTTPS = env_bool("DJANGO_HTTPS", False)
+
+
 def _secret_key() -> str:
-    """DJANGO_SECRET_KEY, or a random key kept in var/ so sessions survive restarts on one machine."""
+    """DJANGO_SECRET_KEY, or (off HTTPS: a demo or a developer's machine) a random key kept in var/
+    so sessions survive restarts on one machine."""
     key = env("DJANGO_SECRET_KEY")
     if key:
         return key
+    if HTTPS:
+        raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set when DJANGO_HTTPS is on")
     key_file = VAR_DIR / "secret_key"
     if not key_file.exists():
         key_file.write_text(secrets.token_urlsafe(50))
@@ -64,16 +74,27 @@ SECRET_KEY = _secret_key()
 DEBUG = env_bool("DJANGO_DEBUG", False)
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost")
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
+if DEBUG and HTTPS:
+    raise ImproperlyConfigured("DJANGO_DEBUG must be off when DJANGO_HTTPS is on")
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = HTTPS
+SECURE_SSL_REDIRECT = HTTPS and env_bool("DJANGO_SSL_REDIRECT", True)
+SECURE_HSTS_SECONDS = env_int("DJANGO_HSTS_SECONDS", 31_536_000) if HTTPS else 0
+SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_PRELOAD = HTTPS
+# The proxy in front says whether the browser's request came over HTTPS.
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if HTTPS else None
+SESSION_COOKIE_AGE = env_int("DJANGO_SESSION_HOURS", 12) * 3600
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "annotator.apps.PlatformAdminConfig",  # django.contrib.admin, for superusers only
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "rest_framework.authtoken",
     "drf_spectacular",
+    "axes",
     "annotator",
 ]
 
@@ -87,6 +108,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: it turns a locked-out login into its 429 response.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "backend.urls"
@@ -120,6 +143,20 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file, not memory, so that worker processes started by tests see the test database.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-db.sqlite3")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTHENTICATION_BACKENDS = [
+    # Refuses a login (UI, admin or API token) once its username has failed too often from one address.
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("LOGIN_COOLOFF_MINUTES", 15))
+# By username and address together: one store's annotators share an address, and a mistyped password
+# must not lock out the whole shop. (Behind a proxy the address is the proxy's, so the lock is per username.)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_VERBOSE = False
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -243,13 +280,18 @@ RERANKER_MODEL = env("RERANKER_MODEL")  # the v3 model file (train_reranker writ
 KNN_NEIGHBOURS = env_int("KNN_NEIGHBOURS", 10)
 TOP_K_CANDIDATES = env_int("TOP_K_CANDIDATES", 10)
 EMBEDDING_BATCH_SIZE = env_int("EMBEDDING_BATCH_SIZE", 64)
+FRAME_UPLOAD_MAX_BYTES = env_int("FRAME_UPLOAD_MAX_BYTES", 30 * 1024 * 1024)  # POST /api/frames/
 FRAME_LEASE_MINUTES = env_int("FRAME_LEASE_MINUTES", 20)  # how long an opened frame stays an annotator's
 # The queue prefers cameras whose pre-labelled frames of the last this many days were least confident.
 SCHEDULE_CONFIDENCE_DAYS = env_int("SCHEDULE_CONFIDENCE_DAYS", 7)
 TORCH_THREADS = env_int("TORCH_THREADS", 0)  # 0: torch's default
 
 REST_FRAMEWORK = {
+    # Scripts and integrations send "Authorization: Token <key>" (POST /api/auth/token/); the browser
+    # uses its session, with CSRF checked on every unsafe request. Token first: an anonymous request
+    # gets a 401 that names the scheme.
     "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -269,4 +311,6 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
+    # django-axes logs every login at INFO; failures and lockouts are warnings.
+    "loggers": {"axes": {"level": "WARNING"}},
 }

@@ -26,7 +26,7 @@ def open_image(source: str | Path | bytes | BinaryIO) -> Image.Image:
         with Image.open(stream) as image:
             image.load()
             return image.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError) as error:
         raise ImageError(f"not a readable image ({error})") from error
 
 
@@ -38,7 +38,7 @@ def image_size(source: str | Path | bytes | BinaryIO) -> tuple[int, int]:
         with Image.open(stream) as image:
             image.load()
             return image.size
-    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError) as error:
         raise ImageError(f"not a readable image ({error})") from error
 
 

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+from django.conf import settings
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from annotator.models import Frame, Product
@@ -60,6 +63,30 @@ class FrameSerializer(serializers.ModelSerializer):
 
     def get_image_url(self, frame: Frame) -> str:
         return frame.image.url
+
+
+class TokenSerializer(serializers.Serializer):
+    token = serializers.CharField(help_text='send as "Authorization: Token <token>"')
+
+
+@extend_schema_field(OpenApiTypes.INT)
+class UsersShelfField(serializers.PrimaryKeyRelatedField):
+    """A shelf of the user's companies; another company's reads as one that does not exist."""
+
+    def get_queryset(self):
+        return selectors.shelves_for(self.context["request"].user)
+
+
+class FrameUploadSerializer(serializers.Serializer):
+    image = serializers.FileField(help_text="the shelf photo, JPEG or PNG")
+    shelf = UsersShelfField(help_text="the id of the shelf it shows")
+    captured_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
+
+    def validate_image(self, image):
+        limit = settings.FRAME_UPLOAD_MAX_BYTES
+        if image.size > limit:
+            raise serializers.ValidationError(f"the image is {image.size} bytes; the limit is {limit}")
+        return image
 
 
 class FrameDetailSerializer(FrameSerializer):

@@ -1,17 +1,27 @@
+from django.contrib.auth.decorators import login_not_required
 from django.urls import path
+from rest_framework.views import APIView
 
 from annotator.api import views
 
+
+def endpoint(view: type[APIView]):
+    """The view, authenticated by DRF itself (token or session): an anonymous request gets a 401,
+    not the login page's redirect that LoginRequiredMiddleware gives pages."""
+    return login_not_required(view.as_view())
+
+
 urlpatterns = [
-    path("frames/", views.FrameList.as_view(), name="api-frame-list"),
-    path("frames/next/", views.NextFrame.as_view(), name="api-frame-next"),
-    path("frames/<int:frame_id>/", views.FrameDetail.as_view(), name="api-frame-detail"),
-    path("frames/<int:frame_id>/lease/", views.FrameLease.as_view(), name="api-frame-lease"),
-    path("frames/<int:frame_id>/submit/", views.FrameSubmit.as_view(), name="api-frame-submit"),
-    path("products/", views.ProductList.as_view(), name="api-product-list"),
-    path("products/search/", views.ProductSearch.as_view(), name="api-product-search"),
-    path("boxes/<int:box_id>/history/", views.BoxHistory.as_view(), name="api-box-history"),
-    path("review/", views.Review.as_view(), name="api-review"),
-    path("reports/confirm-rate/", views.ConfirmRateReport.as_view(), name="api-report-confirm-rate"),
-    path("reports/suspicious-products/", views.SuspiciousProductsReport.as_view(), name="api-report-suspicious"),
+    path("auth/token/", endpoint(views.AuthToken), name="api-auth-token"),
+    path("frames/", endpoint(views.FrameList), name="api-frame-list"),
+    path("frames/next/", endpoint(views.NextFrame), name="api-frame-next"),
+    path("frames/<int:frame_id>/", endpoint(views.FrameDetail), name="api-frame-detail"),
+    path("frames/<int:frame_id>/lease/", endpoint(views.FrameLease), name="api-frame-lease"),
+    path("frames/<int:frame_id>/submit/", endpoint(views.FrameSubmit), name="api-frame-submit"),
+    path("products/", endpoint(views.ProductList), name="api-product-list"),
+    path("products/search/", endpoint(views.ProductSearch), name="api-product-search"),
+    path("boxes/<int:box_id>/history/", endpoint(views.BoxHistory), name="api-box-history"),
+    path("review/", endpoint(views.Review), name="api-review"),
+    path("reports/confirm-rate/", endpoint(views.ConfirmRateReport), name="api-report-confirm-rate"),
+    path("reports/suspicious-products/", endpoint(views.SuspiciousProductsReport), name="api-report-suspicious"),
 ]

@@ -2,9 +2,13 @@
 the selectors (another company's data is a 404), call one service, render."""
 from __future__ import annotations
 
+from django.conf import settings
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, status
+from rest_framework.authtoken.serializers import AuthTokenSerializer
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.exceptions import APIException, PermissionDenied, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -16,6 +20,7 @@ from annotator.api.serializers import (
     ConfirmRateRowSerializer,
     FrameDetailSerializer,
     FrameSerializer,
+    FrameUploadSerializer,
     LabelHistorySerializer,
     LabelNoiseReportSerializer,
     ProductSerializer,
@@ -24,10 +29,12 @@ from annotator.api.serializers import (
     ReviewSerializer,
     SubmitReportSerializer,
     SubmitSerializer,
+    TokenSerializer,
 )
 from annotator.api.renderers import CSVRenderer
 from annotator.permissions import LabelsFrames, ReadsReports
-from annotator.services import review, workspace
+from annotator.services import frames, review, users, workspace
+from inference.images import ImageError
 
 
 class Conflict(APIException):
@@ -40,11 +47,72 @@ def frame_detail_response(request: Request, frame) -> Response:
     return Response(FrameDetailSerializer(frame, context={"boxes": boxes, "request": request}).data)
 
 
+class PayloadTooLarge(APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_code = "too_large"
+
+
+class AuthToken(APIView):
+    """API tokens for scripts and integrations: POST a username and password for the user's token
+    (send it as ``Authorization: Token <key>``); DELETE, authenticated, revokes it. Failed attempts
+    count towards the same lockout as the login page."""
+
+    throttle_classes: list = []
+
+    def _asks_for_a_token(self) -> bool:
+        return getattr(self.request, "method", None) == "POST"  # no request while the schema is generated
+
+    def get_authenticators(self):
+        # POST carries its own credentials: no session, so no CSRF token to ask for.
+        return [] if self._asks_for_a_token() else super().get_authenticators()
+
+    def get_permissions(self):
+        return [AllowAny()] if self._asks_for_a_token() else [IsAuthenticated()]
+
+    @extend_schema(request=AuthTokenSerializer, responses={200: TokenSerializer, 400: None, 429: None})
+    def post(self, request: Request) -> Response:
+        # Authenticated against Django's own request: django-axes marks a locked-out attempt on it,
+        # and its middleware then answers 429 as it does for the login page.
+        credentials = AuthTokenSerializer(data=request.data, context={"request": request._request})
+        credentials.is_valid(raise_exception=True)
+        return Response({"token": users.issue_api_token(user=credentials.validated_data["user"])})
+
+    @extend_schema(request=None, responses={204: None})
+    def delete(self, request: Request) -> Response:
+        users.revoke_api_token(user=request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
 class FrameList(generics.ListAPIView):
+    """The user's frames; POST uploads a shelf photo (multipart), queued for pre-labelling."""
+
     serializer_class = FrameSerializer
+    permission_classes = [*api_settings.DEFAULT_PERMISSION_CLASSES, LabelsFrames]
+    parser_classes = [MultiPartParser, FormParser]
 
     def get_queryset(self):
         return selectors.frames_for(self.request.user, status=self.request.query_params.get("status"))
+
+    @extend_schema(request={"multipart/form-data": FrameUploadSerializer},
+                   responses={201: FrameSerializer, 200: FrameSerializer, 400: None, 413: None})
+    def post(self, request: Request) -> Response:
+        """Upload a frame; 201 when new, 200 with the existing frame when the same image was sent before."""
+        limit = settings.FRAME_UPLOAD_MAX_BYTES
+        if int(request.META.get("CONTENT_LENGTH") or 0) > limit + 64 * 1024:
+            # Refused before the body is read: a huge upload costs neither memory nor disk.
+            raise PayloadTooLarge(f"the upload is larger than the {limit}-byte limit")
+        upload = FrameUploadSerializer(data=request.data, context={"request": request})
+        upload.is_valid(raise_exception=True)
+        image = upload.validated_data["image"]
+        try:
+            frame, created = frames.upload_frame(
+                shelf=upload.validated_data["shelf"], data=image.read(), file_name=image.name or "frame.jpg",
+                captured_at=upload.validated_data["captured_at"])
+        except ImageError as error:
+            raise ValidationError({"image": [f"{image.name}: {error}"]}) from None
+        frame = selectors.frame_for(request.user, frame_id=frame.pk)
+        return Response(FrameSerializer(frame, context={"request": request}).data,
+                        status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
 
 class FrameDetail(APIView):

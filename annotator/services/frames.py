@@ -67,3 +67,18 @@ def set_status(*, frame: Frame, status: str, reason: str = "") -> None:
     frame.status = status
     frame.status_reason = reason
     frame.save(update_fields=["status", "status_reason", "updated_at"])
+
+
+def upload_frame(*, shelf: Shelf, data: bytes, file_name: str, captured_at: datetime | None) -> tuple[Frame, bool]:
+    """A photo of a shelf sent through the API (a camera without S3, or a person's phone): registered
+    like an ingested frame and queued for pre-labelling after commit. Returns (frame, created); the
+    same image twice is one frame. Raises ``inference.images.ImageError`` for bytes that are no image."""
+    from annotator.services.prelabel import queue_prelabelling
+
+    company = shelf.camera.store.company
+    with transaction.atomic():
+        frame, created = register_frame(company=company, shelf=shelf, data=data, file_name=file_name,
+                                        captured_at=captured_at)
+        if created:
+            transaction.on_commit(lambda: queue_prelabelling(frame_id=frame.pk))
+    return frame, created

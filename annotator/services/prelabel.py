@@ -125,10 +125,15 @@ def previous_frame(*, frame: Frame, embedder_version: ModelVersion) -> PreviousF
 def retry_frame(*, frame: Frame) -> bool:
     """Queue a failed frame for pre-labelling again (after commit). Returns False for a frame that
     has not failed: retrying a queued, processing or finished frame would only duplicate work."""
-    from annotator.tasks import prelabel_frame as prelabel_task
-
     updated = Frame.objects.filter(pk=frame.pk, status=Frame.Status.FAILED).update(
         status=Frame.Status.QUEUED, status_reason="")
     if updated:
-        transaction.on_commit(lambda: prelabel_task.delay(frame.pk))
+        transaction.on_commit(lambda: queue_prelabelling(frame_id=frame.pk))
     return bool(updated)
+
+
+def queue_prelabelling(*, frame_id: int) -> None:
+    """Send the frame to a pre-labelling worker."""
+    from annotator.tasks import prelabel_frame as prelabel_task
+
+    prelabel_task.delay(frame_id)

@@ -129,6 +129,39 @@ def test_hosts_debug_and_csrf_origins_come_from_the_environment(var_dir):
     assert settings_for(var_dir, DJANGO_DEBUG="0")["DEBUG"] is False
 
 
+# ------------------------------------------------------------------ production
+
+CHECK_DEPLOY = ("from django.core.management import execute_from_command_line; "
+                "execute_from_command_line(['manage.py', 'check', '--deploy', '--fail-level', 'WARNING'])")
+PRODUCTION = {"DJANGO_HTTPS": "true", "DJANGO_SECRET_KEY": "k3y-" + "Qx7!pZ2@" * 8,
+              "DJANGO_ALLOWED_HOSTS": "shelves.example.com"}
+
+
+def test_check_deploy_is_clean_with_production_settings(var_dir):
+    result = run_python(CHECK_DEPLOY, var_dir, **PRODUCTION)
+    assert result.returncode == 0, result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_check_deploy_flags_the_local_defaults(var_dir):
+    """Off HTTPS (a demo) the cookies are not secure-only and there is no HSTS: the check says so."""
+    result = run_python(CHECK_DEPLOY, var_dir)
+    assert result.returncode != 0
+    for code in ("security.W004", "security.W008", "security.W012", "security.W016"):
+        assert code in result.stderr
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"DJANGO_SECRET_KEY": ""}, "DJANGO_SECRET_KEY must be set when DJANGO_HTTPS is on"),
+    ({"DJANGO_DEBUG": "true"}, "DJANGO_DEBUG must be off when DJANGO_HTTPS is on"),
+])
+def test_production_refuses_a_generated_secret_key_or_debug(var_dir, env, message):
+    result = run_python("import django; django.setup()", var_dir, **{**PRODUCTION, **env})
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1].endswith(message)
+    assert not (var_dir / "secret_key").exists()
+
+
 # ------------------------------------------------------------------ services
 
 
