@@ -1,18 +1,19 @@
 from django.urls import path
 
+from annotator import converters  # noqa: F401  (registers <id:...>)
 from annotator import views
 
 app_name = "annotator"
 
 urlpatterns = [
     path("", views.frame_list, name="frame-list"),
-    path("frames/<int:frame_id>/", views.frame_detail, name="frame-detail"),
-    path("frames/<int:frame_id>/retry/", views.frame_retry, name="frame-retry"),
+    path("frames/<id:frame_id>/", views.frame_detail, name="frame-detail"),
+    path("frames/<id:frame_id>/retry/", views.frame_retry, name="frame-retry"),
     path("label/", views.workspace, name="workspace"),
-    path("frames/<int:frame_id>/label/", views.workspace, name="workspace-frame"),
+    path("frames/<id:frame_id>/label/", views.workspace, name="workspace-frame"),
     path("reports/", views.reports, name="reports"),
     path("review/", views.review, name="review"),
-    path("review/<int:product_id>/", views.review_product, name="review-product"),
-    path("boxes/<int:box_id>/crop.jpg", views.box_crop, name="box-crop"),
+    path("review/<id:product_id>/", views.review_product, name="review-product"),
+    path("boxes/<id:box_id>/crop.jpg", views.box_crop, name="box-crop"),
     path("reports/confirm-rate.svg", views.reports_chart, name="reports-chart"),
 ]

@@ -304,6 +304,8 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Frames, boxes, predictions and labels of the shelf product recognition system.",
     "VERSION": "0.1.0",
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    "COMPONENT_SPLIT_REQUEST": True,  # uploads described as binary files, not URLs
+    "PATH_CONVERTER_OVERRIDES": {"id": {"type": "integer", "minimum": 0, "maximum": 999_999_999_999_999_999}},
 }
 
 LOGGING = {

@@ -5,6 +5,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from annotator.converters import MAX_ID
 from annotator.models import Frame, Product
 from annotator import selectors
 from annotator.selectors import BoxView
@@ -105,10 +106,11 @@ class FrameDetailSerializer(FrameSerializer):
 
 
 class BoxAnswerSerializer(serializers.Serializer):
-    id = serializers.IntegerField(required=False, help_text="an existing box; leave out for a new box")
+    id = serializers.IntegerField(min_value=1, max_value=MAX_ID, required=False,
+                                  help_text="an existing box; leave out for a new box")
     bbox = serializers.ListField(child=serializers.FloatField(), min_length=4, max_length=4, required=False,
                                  help_text="a new box: x, y, w, h in pixels")
-    product_id = serializers.IntegerField(required=False, allow_null=True)
+    product_id = serializers.IntegerField(min_value=1, max_value=MAX_ID, required=False, allow_null=True)
     deleted = serializers.BooleanField(default=False)
     time_spent_ms = serializers.IntegerField(min_value=0, max_value=3_600_000, default=0)
 
@@ -128,6 +130,17 @@ class SubmitReportSerializer(serializers.Serializer):
     corrected = serializers.IntegerField()
     added = serializers.IntegerField()
     deleted = serializers.IntegerField()
+
+
+class ProductSearchQuerySerializer(serializers.Serializer):
+    q = serializers.CharField(required=False, default="", allow_blank=True, trim_whitespace=True,
+                              help_text="part of the name, or the start of the sku")
+    store = serializers.IntegerField(min_value=1, max_value=MAX_ID, required=False, default=None,
+                                     help_text="put this store's assortment first")
+    limit = serializers.IntegerField(min_value=1, max_value=50, required=False, default=20)
+
+    def validate_q(self, query: str) -> str:
+        return query[:100]
 
 
 class ReportQuerySerializer(serializers.Serializer):
@@ -184,9 +197,10 @@ class LabelNoiseReportSerializer(serializers.Serializer):
 
 
 class ReviewSerializer(serializers.Serializer):
-    box_ids = serializers.ListField(child=serializers.IntegerField(), min_length=1, max_length=1000)
+    box_ids = serializers.ListField(child=serializers.IntegerField(min_value=1, max_value=MAX_ID), min_length=1,
+                                    max_length=1000)
     action = serializers.ChoiceField(choices=["relabel", "remove", "ok"])
-    product_id = serializers.IntegerField(required=False, allow_null=True)
+    product_id = serializers.IntegerField(min_value=1, max_value=MAX_ID, required=False, allow_null=True)
 
 
 class ReviewReportSerializer(serializers.Serializer):

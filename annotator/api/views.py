@@ -23,6 +23,7 @@ from annotator.api.serializers import (
     FrameUploadSerializer,
     LabelHistorySerializer,
     LabelNoiseReportSerializer,
+    ProductSearchQuerySerializer,
     ProductSerializer,
     ReportQuerySerializer,
     ReviewReportSerializer,
@@ -183,17 +184,13 @@ class ProductList(generics.ListAPIView):
 
 
 class ProductSearch(APIView):
-    @extend_schema(parameters=[OpenApiParameter("q", str), OpenApiParameter("store", int),
-                               OpenApiParameter("limit", int)], responses=ProductSerializer(many=True))
+    @extend_schema(parameters=[ProductSearchQuerySerializer], responses=ProductSerializer(many=True))
     def get(self, request: Request) -> Response:
         """Type-ahead over the catalogue, the store's assortment first."""
-        try:
-            store = int(request.query_params["store"]) if request.query_params.get("store") else None
-            limit = min(max(int(request.query_params.get("limit", 20)), 1), 50)
-        except ValueError:
-            raise ValidationError({"detail": "store and limit must be integers"}) from None
-        products = selectors.search_products(request.user, query=request.query_params.get("q", "").strip()[:100],
-                                             store_id=store, limit=limit)
+        query = ProductSearchQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        products = selectors.search_products(request.user, query=query.validated_data["q"],
+                                             store_id=query.validated_data["store"], limit=query.validated_data["limit"])
         return Response(ProductSerializer(products, many=True, context={"request": request}).data)
 
 

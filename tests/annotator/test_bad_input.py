@@ -172,3 +172,14 @@ def test_two_submits_of_one_frame_at_once_record_it_once(monkeypatch):
     assert labels.count() == len(answers[winner]["boxes"])
     assert set(labels.values_list("product_id", flat=True)) == {products[winner].pk}
     assert frame.boxes.count() == len(answers[winner]["boxes"])  # the loser's new box was not kept
+
+
+def test_numbers_too_large_for_a_database_id_are_refused(client, db):
+    client.force_login(UserFactory(company=CompanyFactory(), role="qa_lead"))
+    huge = "9" * 30
+    assert client.get(f"/api/frames/{huge}/").status_code == 404
+    assert client.get(f"/frames/{huge}/").status_code == 404
+    search = client.get("/api/products/search/", {"store": huge})
+    assert search.status_code == 400 and "less than or equal to" in str(search.json()["store"])
+    review = client.post("/api/review/", {"box_ids": [int(huge)], "action": "ok"}, content_type="application/json")
+    assert review.status_code == 400 and "less than or equal to" in str(review.json()["box_ids"])
