@@ -158,7 +158,7 @@ class Frame(models.Model):
                 fields=["source_uri"], condition=~Q(source_uri=""), name="unique_frame_source_uri"
             ),
         ]
-        indexes = [models.Index(fields=["shelf", "captured_at"])]
+        indexes = [models.Index(fields=["shelf", "captured_at"]), models.Index(fields=["camera", "captured_at"])]
 
     def __str__(self) -> str:
         return f"{self.camera} @ {self.captured_at or self.image.name}"
