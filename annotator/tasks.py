@@ -1,8 +1,13 @@
-"""Celery tasks: thin, idempotent wrappers around services. Late acks (settings) mean a task whose
-worker dies is delivered again; each task is safe to run twice."""
+"""Celery tasks: thin, idempotent wrappers around services; each task is safe to run twice.
+
+Late acks (settings): a task whose pool process dies is delivered again at once, and on Redis one
+whose whole worker dies comes back after ``CELERY_VISIBILITY_TIMEOUT``. The filesystem broker deletes
+a message as it hands it over, so there a killed worker's task is gone: ``requeue_stalled_frames``
+(beat) queues again any frame left queued or processing too long, whatever the broker."""
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from celery import shared_task
 from django.conf import settings
@@ -42,6 +47,11 @@ def deliver_search_outbox(self) -> int:
 def ingest_s3_frames(bucket: str, prefix: str = "") -> list[int]:
     report = ingest.ingest_s3(
         client=engines.s3_client(settings.INGEST_S3_ENDPOINT_URL), bucket=bucket, prefix=prefix,
-        queue=lambda frame_id: prelabel_frame.delay(frame_id),
+        queue=lambda frame_id: prelabel.queue_prelabelling(frame_id=frame_id),
     )
     return report.registered
+
+
+@shared_task
+def requeue_stalled_frames() -> list[int]:
+    return prelabel.requeue_stalled_frames(older_than=timedelta(minutes=settings.PRELABEL_STALL_MINUTES))

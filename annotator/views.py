@@ -130,8 +130,12 @@ def review_product(request: HttpRequest, product_id: int) -> HttpResponse:
 def box_crop(request: HttpRequest, box_id: int) -> HttpResponse:
     """The box's crop as a JPEG (the grid's thumbnails), for any user of the box's company."""
     box = selectors.box_for(request.user, box_id=box_id)
-    with box.frame.image.open("rb") as handle:
-        [crop] = crop_boxes(open_image(handle.read()), [box.bbox])
+    try:
+        with box.frame.image.open("rb") as handle:
+            data = handle.read()
+    except FileNotFoundError:
+        raise Http404("The frame's image is missing.") from None
+    [crop] = crop_boxes(open_image(data), [box.bbox])
     crop.thumbnail((160, 160))
     out = io.BytesIO()
     crop.save(out, format="JPEG", quality=85)

@@ -217,7 +217,12 @@ CELERY_DIR.mkdir(exist_ok=True)  # beat keeps its schedule here whatever the bro
 if REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
     CELERY_RESULT_BACKEND = REDIS_URL
-    CELERY_BROKER_TRANSPORT_OPTIONS: dict = {"visibility_timeout": 3600}
+    # A task delivered to a worker that dies before acknowledging it goes to another worker after this
+    # many seconds; a task running longer than this is handed out a second time meanwhile.
+    CELERY_BROKER_TRANSPORT_OPTIONS: dict = {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600)}
+    # Sending a task first subscribes to its result: with Redis away, celery's default 20 reconnects
+    # would hold an annotator's submit for some 20 s before the send gives up (the sweeps send later).
+    CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"retry_policy": {"max_retries": 2}}
 else:
     for _folder in ("queue", "processed", "control", "results"):
         (CELERY_DIR / _folder).mkdir(parents=True, exist_ok=True)
@@ -235,6 +240,8 @@ else:
 # `-Q prelabel`, so search-space deliveries and ingestion on the default queue never wait behind it.
 PRELABEL_QUEUE = env("PRELABEL_QUEUE", "celery")
 CELERY_TASK_ROUTES = {"annotator.tasks.prelabel_frame": {"queue": PRELABEL_QUEUE}}
+# A frame queued or processing for longer than this is queued again (its task was lost).
+PRELABEL_STALL_MINUTES = env_int("PRELABEL_STALL_MINUTES", 30)
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
@@ -251,6 +258,7 @@ INGEST_INTERVAL_SECONDS = env_int("INGEST_INTERVAL_SECONDS", 300)
 CELERY_BEAT_SCHEDULE = {
     # Labels reach the search space right after a submit; this sweeps up whatever failed then.
     "deliver-search-outbox": {"task": "annotator.tasks.deliver_search_outbox", "schedule": 60.0},
+    "requeue-stalled-frames": {"task": "annotator.tasks.requeue_stalled_frames", "schedule": 300.0},
 }
 if INGEST_S3_BUCKET:
     CELERY_BEAT_SCHEDULE["ingest-camera-frames"] = {

@@ -2,7 +2,8 @@
 ``<company>/<store>/<camera>/<YYYYmmddTHHMMSS>.jpg`` (the camera sees one shelf, named after it).
 Registering is idempotent: an object already registered, or the same image under another key, is
 one frame. Every object looked at is recorded with its ETag, so a later poll downloads only what is
-new or changed (a corrupt frame re-uploaded under the same key is picked up again)."""
+new or changed (a corrupt frame re-uploaded under the same key is picked up again). An object gone
+between the listing and its download is reported and not recorded, so the next poll tries it again."""
 from __future__ import annotations
 
 import logging
@@ -38,6 +39,7 @@ class IngestReport:
     already_known: int = 0
     ignored_keys: list[str] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
 
 
 def parse_key(key: str) -> FrameKey | None:
@@ -76,7 +78,12 @@ def ingest_s3(*, client, bucket: str, prefix: str = "", queue=None) -> IngestRep
                 report.ignored_keys.append(key)
                 _record(uri, etag, IngestedObject.Outcome.IGNORED)
                 continue
-            data = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+            try:
+                data = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+            except client.exceptions.NoSuchKey:
+                logger.warning("%s was listed but is gone; the next poll tries it again", uri)
+                report.missing.append(key)
+                continue
             try:
                 frame, created = _register(origin=origin, data=data, key=key, source_uri=uri)
             except ImageError as error:

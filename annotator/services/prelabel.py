@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
 from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 
 from annotator import engines, selectors
 from annotator.models import Box, Frame, ModelVersion, PipelineVersion, Prediction
@@ -17,9 +20,11 @@ from annotator.services.embeddings import crop_vectors, current_embedder_version
 from annotator.services.frames import set_status
 from annotator.services.workspace import schedule_frame
 from inference.candidates import frame_confidence
-from inference.images import open_image
+from inference.images import ImageError, open_image
 from inference.pipeline import FrameContext, PipelineConfig, normalise_boxes
 from inference.tracking import PreviousFrame
+
+logger = logging.getLogger(__name__)
 
 
 def current_pipeline_version(config: PipelineConfig | None = None) -> PipelineVersion:
@@ -57,8 +62,13 @@ def prelabel_frame(*, frame_id: int) -> Frame:
     try:
         # Labels confirmed a moment ago must be searchable for this frame.
         search_index.deliver_outbox(company_id=frame.company_id)
-        with frame.image.open("rb") as handle:
-            image = open_image(handle.read())
+        try:
+            with frame.image.open("rb") as handle:
+                data = handle.read()
+        except FileNotFoundError as error:
+            # An ImageError: retrying cannot bring the file back, so the frame fails once, with its reason.
+            raise ImageError(f"the image {frame.image.name} is missing from media storage") from error
+        image = open_image(data)
         boxes = list(frame.boxes.order_by("pk"))
         detector = engines.detector()
         if not boxes and detector is not None:
@@ -133,7 +143,33 @@ def retry_frame(*, frame: Frame) -> bool:
 
 
 def queue_prelabelling(*, frame_id: int) -> None:
-    """Send the frame to a pre-labelling worker."""
+    """Send the frame to a pre-labelling worker. With the broker away the frame stays queued (what
+    called this has committed) and ``requeue_stalled_frames`` sends it later."""
     from annotator.tasks import prelabel_frame as prelabel_task
 
-    prelabel_task.delay(frame_id)
+    try:
+        prelabel_task.delay(frame_id)
+    except Exception as error:  # kombu's OperationalError, or celery's RuntimeError from the result store
+        logger.warning("could not queue frame %s for pre-labelling (%s); the stall sweep will", frame_id, error)
+
+
+def requeue_stalled_frames(*, older_than: timedelta) -> list[int]:
+    """Queue again every frame left queued or processing for longer than ``older_than``: its task was
+    lost (a worker killed on the filesystem broker, which had already deleted the message; a broker
+    away when it was sent) or its worker hangs. Each says so in its reason, and waits ``older_than``
+    again before another sweep queues it once more. Returns the frame ids."""
+    now = timezone.now()
+    with transaction.atomic():
+        stalled = Frame.objects.filter(
+            status__in=[Frame.Status.QUEUED, Frame.Status.PROCESSING], updated_at__lt=now - older_than)
+        # Locked, so a worker finishing one meanwhile is not put back to queued.
+        frame_ids = list(stalled.select_for_update(skip_locked=True).values_list("pk", flat=True))
+        minutes = round(older_than.total_seconds() / 60)
+        Frame.objects.filter(pk__in=frame_ids).update(
+            status=Frame.Status.QUEUED, updated_at=now,
+            status_reason=f"queued again: not pre-labelled after {minutes} minutes")
+    if frame_ids:
+        logger.warning("pre-labelling of frames %s stalled; queued again", frame_ids)
+    for frame_id in frame_ids:
+        queue_prelabelling(frame_id=frame_id)
+    return frame_ids

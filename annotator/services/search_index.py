@@ -62,6 +62,17 @@ def deliver_outbox(*, company_id: int | None = None, limit: int = 5000) -> int:
     return len(rows)
 
 
+def queue_delivery() -> None:
+    """Ask a worker to deliver the outbox now. Called after a commit, so with the broker away the
+    rows stay pending, the caller carries on, and the beat sweep delivers them later."""
+    from annotator.tasks import deliver_search_outbox
+
+    try:
+        deliver_search_outbox.delay()
+    except Exception as error:  # kombu's OperationalError, or celery's RuntimeError from the result store
+        logger.warning("could not queue the search-space delivery (%s); the beat sweep will deliver", error)
+
+
 def crop_points(*, box_ids: Sequence[int]) -> list[CropPoint]:
     """Embed the labelled boxes (one batch per frame) and return them as search-space points."""
     labels = (

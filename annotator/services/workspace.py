@@ -13,7 +13,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Avg, Case, F, FloatField, OuterRef, Q, Subquery, When
+from django.db.models import Avg, Case, F, FloatField, OuterRef, Q, QuerySet, Subquery, Value, When
 from django.utils import timezone
 
 from annotator import selectors
@@ -80,16 +80,20 @@ def lease_frame(*, frame_id: int, user) -> Frame:
     return frame
 
 
-def camera_confidence() -> Subquery:
-    """For a frame in a queryset: the mean confidence of its camera's pre-labelled frames in the
-    ``SCHEDULE_CONFIDENCE_DAYS`` up to it (how sure the pipeline has recently been on that shelf)."""
+def camera_confidences(*, cameras: QuerySet) -> dict[int, float]:
+    """For each of these cameras: the mean confidence of its pre-labelled frames in the
+    ``SCHEDULE_CONFIDENCE_DAYS`` up to its newest one (how sure the pipeline has recently been on that
+    shelf). One grouped query, linear in the cameras' pre-labelled frames; computing it per queued
+    frame instead made leasing quadratic in the backlog (0.9 s at 400 frames on one camera)."""
+    newest = (Frame.objects.filter(camera=OuterRef("camera"), confidence__isnull=False)
+              .order_by("-captured_at").values("captured_at")[:1])
     recent = (
-        Frame.objects.filter(
-            camera=OuterRef("camera"), confidence__isnull=False, captured_at__lte=OuterRef("captured_at"),
-            captured_at__gt=OuterRef("captured_at") - timedelta(days=settings.SCHEDULE_CONFIDENCE_DAYS))
-        .order_by().values("camera").annotate(mean=Avg("confidence")).values("mean")
+        Frame.objects.filter(camera__in=cameras, confidence__isnull=False)
+        .annotate(newest=Subquery(newest))
+        .filter(captured_at__gt=F("newest") - timedelta(days=settings.SCHEDULE_CONFIDENCE_DAYS))
+        .order_by().values("camera").annotate(mean=Avg("confidence"))
     )
-    return Subquery(recent, output_field=FloatField())
+    return {row["camera"]: row["mean"] for row in recent}
 
 
 @transaction.atomic
@@ -99,12 +103,13 @@ def lease_next_frame(*, user) -> Frame | None:
     predictions were least confident (labels there teach the pipeline most), oldest first."""
     now = timezone.now()
     free = Q(leased_by__isnull=True) | Q(lease_expires_at__lte=now) | Q(leased_by=user)
-    candidates = (
-        selectors.frames_for(user).filter(status=Frame.Status.READY, scheduled=True).filter(free)
-        .annotate(camera_confidence=camera_confidence())
-        .order_by(Case(When(leased_by=user, then=0), default=1), F("camera_confidence").asc(nulls_last=True),
-                  F("captured_at").asc(nulls_last=True), "pk")
-    )
+    waiting = selectors.frames_for(user).filter(status=Frame.Status.READY, scheduled=True).filter(free)
+    confidences = camera_confidences(cameras=waiting.values("camera"))
+    # Without any confidence there is nothing to order by (PostgreSQL refuses ORDER BY a constant NULL).
+    by_confidence = [Case(*(When(camera_id=camera, then=Value(mean)) for camera, mean in confidences.items()),
+                          default=None, output_field=FloatField()).asc(nulls_last=True)] if confidences else []
+    candidates = waiting.order_by(Case(When(leased_by=user, then=0), default=1), *by_confidence,
+                                  F("captured_at").asc(nulls_last=True), "pk")
     frame = candidates.select_for_update(skip_locked=True, of=("self",)).first()
     if frame is None:
         return None
@@ -161,9 +166,9 @@ def submit_frame(*, frame_id: int, user, answers: Sequence[BoxAnswer]) -> Submit
 
 
 def _deliver_outbox() -> None:
-    from annotator.tasks import deliver_search_outbox
+    from annotator.services.search_index import queue_delivery
 
-    deliver_search_outbox.delay()
+    queue_delivery()
 
 
 def _decisions(frame: Frame, answers: Sequence[BoxAnswer]) -> list[Decision]:

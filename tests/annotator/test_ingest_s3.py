@@ -488,8 +488,9 @@ def test_beat_schedules_s3_ingestion_when_a_bucket_is_configured(tmp_path):
 def test_beat_schedules_nothing_without_a_bucket(tmp_path):
     config = beat_configuration(tmp_path, INGEST_S3_BUCKET="")
     assert not any(entry["task"] == "annotator.tasks.ingest_s3_frames" for entry in config["app"].values())
-    # The outbox sweep runs whatever the ingestion settings.
-    assert [entry["task"] for entry in config["app"].values()] == ["annotator.tasks.deliver_search_outbox"]
+    # The outbox and stall sweeps run whatever the ingestion settings.
+    assert [entry["task"] for entry in config["app"].values()] == [
+        "annotator.tasks.deliver_search_outbox", "annotator.tasks.requeue_stalled_frames"]
 
 
 @pytest.mark.django_db

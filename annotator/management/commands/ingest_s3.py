@@ -3,7 +3,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from annotator import engines
 from annotator.services.ingest import ingest_s3
-from annotator.tasks import prelabel_frame
+from annotator.services.prelabel import queue_prelabelling
 
 
 class Command(BaseCommand):
@@ -19,7 +19,7 @@ class Command(BaseCommand):
         try:
             report = ingest_s3(
                 client=engines.s3_client(endpoint_url), bucket=bucket, prefix=prefix,
-                queue=None if no_queue else (lambda frame_id: prelabel_frame.delay(frame_id)),
+                queue=None if no_queue else (lambda frame_id: queue_prelabelling(frame_id=frame_id)),
             )
         except (BotoCoreError, ClientError) as error:
             raise CommandError(f"s3://{bucket}/{prefix}: {error}") from None
@@ -27,6 +27,8 @@ class Command(BaseCommand):
             self.stderr.write(f"s3://{bucket}/{key}: ignored, not <company>/<store>/<camera>/<YYYYmmddTHHMMSS>.jpg")
         for key in report.unreadable:
             self.stderr.write(f"s3://{bucket}/{key}: not a readable image, skipped")
+        for key in report.missing:
+            self.stderr.write(f"s3://{bucket}/{key}: listed but gone before its download; tried again next time")
         self.stdout.write(self.style.SUCCESS(
             f"{len(report.registered)} new frames registered, {report.already_known} already known"
         ))
