@@ -13,15 +13,19 @@ import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from django.conf import settings
 
 from inference import ultralytics_offline
+from inference.calibration import Calibrator
 from inference.detector import YoloDetector
 from inference.embedder import Embedder, load_embedder
 from inference.onnx_embedder import OnnxEmbedder, export_onnx, load_onnx_embedder, sidecar_path
+from inference.model_set import ModelSet as ModelSetFolder
+from inference.model_set import Stages
 from inference.pipeline import Pipeline, PipelineConfig
 from inference.realgram import RealgramConfig
 from inference.reranker import Reranker
@@ -99,16 +103,7 @@ def search_space() -> QdrantSearchSpace | EdgeSearchSpace:
     ``QDRANT_EMBEDDED`` names: ``edge`` (Qdrant Edge, the default) or ``local`` (qdrant-client's
     local mode), both kept under ``QDRANT_PATH`` and owned by one process."""
 
-    def build() -> QdrantSearchSpace | EdgeSearchSpace:
-        model = embedder()
-        name = collection_name(model.name)
-        if not settings.QDRANT_URL and settings.QDRANT_EMBEDDED == "edge":
-            space = EdgeSearchSpace(settings.QDRANT_PATH / "edge", name, model.dim)
-            atexit.register(space.close)
-            return space
-        return QdrantSearchSpace(qdrant_client(), name, model.dim)
-
-    return _get("search_space", build)
+    return _get("search_space", lambda: space_for(embedder()))
 
 
 def pipeline_config() -> PipelineConfig:
@@ -140,19 +135,74 @@ def reranker() -> Reranker | None:
 
 
 def pipeline() -> Pipeline:
+    """The base pipeline: the configured models, for companies without a promoted model set."""
     return _get("pipeline", lambda: Pipeline(embedder(), search_space(), pipeline_config(), reranker()))
+
+
+def space_for(model: Embedder | OnnxEmbedder):
+    """The search space of an embedder's collection, on the configured engine."""
+    name = collection_name(model.name)
+    if not settings.QDRANT_URL and settings.QDRANT_EMBEDDED == "edge":
+        space = EdgeSearchSpace(settings.QDRANT_PATH / "edge", name, model.dim)
+        atexit.register(space.close)
+        return space
+    return QdrantSearchSpace(qdrant_client(), name, model.dim)
+
+
+def base_model_set() -> ModelSetFolder:
+    """The base pipeline (the configured embedder and stages) described as a model set."""
+    served = pipeline()
+    config = served.config
+    return ModelSetFolder(
+        folder=settings.VAR_DIR / "models" / "base", name="base", embedder_name=served.embedder.name,
+        stages=Stages(realgram=config.realgram is not None, tracking=config.tracking is not None,
+                      reranker=config.rerank and served.reranker is not None),
+        realgram=config.realgram or RealgramConfig(), tracking=config.tracking or TrackingConfig(),
+        knn_neighbours=config.knn_neighbours, top_k=config.top_k, has_embedder=False)
+
+
+@dataclass
+class ModelSetEngines:
+    """A promoted model set, loaded: its embedder, collection, pipeline and calibrator."""
+
+    model_set: ModelSetFolder
+    embedder: Embedder | OnnxEmbedder
+    search_space: object
+    pipeline: Pipeline
+    calibrator: Calibrator | None
+
+
+def model_set_engines(folder: str | Path) -> ModelSetEngines:
+    """A model set's engines, loaded once per folder (a folder never changes once written). Served
+    by onnxruntime from the set's own export unless ``EMBEDDER_RUNTIME=torch``."""
+
+    def build() -> ModelSetEngines:
+        model_set = ModelSetFolder.load(folder)
+        onnx = model_set.onnx_path
+        if settings.EMBEDDER_RUNTIME == "onnx" and onnx is not None:
+            model = load_onnx_embedder(onnx, batch_size=settings.EMBEDDING_BATCH_SIZE,
+                                       threads=settings.TORCH_THREADS or None)
+        else:
+            model = load_embedder(model_set.embedder_path, batch_size=settings.EMBEDDING_BATCH_SIZE)
+        space = space_for(model)
+        served = Pipeline(model, space, model_set.pipeline_config(), model_set.load_reranker())
+        return ModelSetEngines(model_set, model, space, served, model_set.load_calibrator())
+
+    return _get(f"model-set:{Path(folder).resolve()}", build)
 
 
 def reset() -> None:
     """Forget every engine (closing the Qdrant client or shard), so the next call rebuilds from settings."""
     with _lock:
         client = _engines.get("qdrant")
-        space = _engines.get("search_space")
+        spaces = [_engines.get("search_space")] + [e.search_space for e in _engines.values()
+                                                   if isinstance(e, ModelSetEngines)]
         _engines.clear()
     if client is not None:
         client.close()
-    if isinstance(space, EdgeSearchSpace):
-        space.close()
+    for space in spaces:
+        if isinstance(space, EdgeSearchSpace):
+            space.close()
 
 
 # Engines built from others; overriding one of their parts rebuilds them.

@@ -13,6 +13,9 @@ from django.db.models import Q
 
 class Company(models.Model):
     name = models.CharField(max_length=200, unique=True)
+    model_set = models.ForeignKey(
+        "ModelSet", on_delete=models.PROTECT, null=True, blank=True, related_name="+",
+        help_text="The promoted model set pre-labelling uses; empty: the base (ImageNet) set")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -252,6 +255,82 @@ class ModelVersion(models.Model):
         return f"{self.kind}:{self.name}"
 
 
+class ModelSet(models.Model):
+    """A folder of models a company's pipeline runs with (``inference.model_set``), written by a
+    learning round, and the state of its search-space collection. The base set is no row: a
+    company without a promoted set is served by the configured (ImageNet) models."""
+
+    class IndexState(models.TextChoices):
+        NONE = "none", "not indexed"
+        BUILDING = "building", "building"
+        READY = "ready", "ready"
+
+    company = models.ForeignKey(Company, on_delete=models.CASCADE, related_name="model_sets")
+    name = models.CharField(max_length=200)
+    folder = models.CharField(max_length=1024)
+    embedder = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="+")
+    version = models.CharField(max_length=20, help_text="The pipeline it serves: v0 to v3, by the stages on")
+    manifest = models.JSONField(default=dict, blank=True)
+    index_state = models.CharField(max_length=20, choices=IndexState.choices, default=IndexState.NONE)
+    index_cursor = models.BigIntegerField(default=0, help_text="Labelled boxes up to this id are in the collection")
+    indexed_boxes = models.PositiveIntegerField(default=0)
+    total_boxes = models.PositiveIntegerField(default=0)
+    index_error = models.TextField(blank=True)
+    index_heartbeat_at = models.DateTimeField(null=True, blank=True)
+    promoted_at = models.DateTimeField(null=True, blank=True)
+    rolled_back_at = models.DateTimeField(null=True, blank=True)
+    previous = models.ForeignKey(
+        "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="+",
+        help_text="The set it replaced when promoted (empty: the base set); a rollback returns to it")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["company", "-created_at"]
+        constraints = [models.UniqueConstraint(fields=["company", "name"], name="unique_model_set_name")]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def index_progress(self) -> float:
+        if self.index_state == self.IndexState.READY:
+            return 1.0
+        return self.indexed_boxes / self.total_boxes if self.total_boxes else 0.0
+
+
+class LearningRound(models.Model):
+    """One round of a company's learning loop, with its progress while it runs and its gate figures
+    (candidate and promoted side by side) once it has run."""
+
+    class State(models.TextChoices):
+        RUNNING = "running", "running"
+        INDEXING = "indexing", "re-indexing"
+        PROMOTED = "promoted", "promoted"
+        REJECTED = "rejected", "not promoted"
+        FAILED = "failed", "failed"
+
+    company = models.ForeignKey(Company, on_delete=models.CASCADE, related_name="learning_rounds")
+    state = models.CharField(max_length=20, choices=State.choices, default=State.RUNNING)
+    stage = models.CharField(max_length=40, blank=True)
+    progress = models.FloatField(default=0.0)
+    cut_off = models.DateTimeField(null=True, blank=True)
+    budget_minutes = models.FloatField()
+    command = models.TextField(blank=True)
+    baseline = models.ForeignKey(ModelSet, on_delete=models.SET_NULL, null=True, blank=True, related_name="+",
+                                 help_text="The promoted set the candidate was gated against (empty: base)")
+    candidate = models.ForeignKey(ModelSet, on_delete=models.SET_NULL, null=True, blank=True, related_name="rounds")
+    report = models.JSONField(default=dict, blank=True)
+    message = models.TextField(blank=True)
+    started_at = models.DateTimeField(auto_now_add=True)
+    heartbeat_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["company", "-started_at"]
+        constraints = [models.UniqueConstraint(fields=["company"], condition=Q(state__in=["running", "indexing"]),
+                                               name="one_running_round_per_company")]
+
+
 class PipelineVersion(models.Model):
     """One configuration of the pre-labelling pipeline (v0, v1, ...) with the models it ran: the same
     name with another embedder or other hyperparameters is another version."""
@@ -264,6 +343,9 @@ class PipelineVersion(models.Model):
     detector = models.ForeignKey(
         ModelVersion, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )
+    model_set = models.ForeignKey(
+        ModelSet, on_delete=models.PROTECT, null=True, blank=True, related_name="+",
+        help_text="The company's model set it ran (empty: the base set)")
     config = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -284,6 +366,8 @@ class Prediction(models.Model):
     pipeline_version = models.ForeignKey(PipelineVersion, on_delete=models.PROTECT, related_name="predictions")
     product = models.ForeignKey(Product, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
     score = models.FloatField(null=True, blank=True)
+    probability = models.FloatField(
+        null=True, blank=True, help_text="Calibrated probability that the top-1 is right (empty: no calibrator)")
     candidates = models.JSONField(default=list)
     created_at = models.DateTimeField(auto_now_add=True)
 

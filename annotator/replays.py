@@ -36,8 +36,9 @@ class PreparedReplay:
         return lambda frame: self.vectors[frame.frame_id]
 
 
-def prepare_replay(*, dataset: str | Path, embedder: str | Path | None, cache: Path) -> PreparedReplay:
-    """Raises CocoError (naming the file and the problem) for a dataset that cannot be replayed."""
+def coco_replay_frames(dataset: str | Path) -> tuple[CocoDataset, list[ReplayFrame], dict[int, Path]]:
+    """A labelled COCO shelf dataset as replay frames and their image paths. Raises CocoError (naming
+    the file and the problem) for a dataset that cannot be replayed."""
     data = load_coco(dataset)
     unlabelled = [b.id for image in data.images for b in image.boxes if b.category_id is None]
     if unlabelled:
@@ -51,7 +52,12 @@ def prepare_replay(*, dataset: str | Path, embedder: str | Path | None, cache: P
         )
         for image in data.images
     ]
-    paths = {image.id: image.path for image in data.images}
+    return data, frames, {image.id: image.path for image in data.images}
+
+
+def prepare_replay(*, dataset: str | Path, embedder: str | Path | None, cache: Path) -> PreparedReplay:
+    """Raises CocoError (naming the file and the problem) for a dataset that cannot be replayed."""
+    data, frames, paths = coco_replay_frames(dataset)
     model = load_embedder(embedder or None)
 
     def embed(frame: ReplayFrame) -> np.ndarray:

@@ -14,7 +14,7 @@ from django.conf import settings
 
 from annotator import engines
 from annotator.models import Frame
-from annotator.services import ingest, prelabel, search_index
+from annotator.services import ingest, learning, prelabel, search_index
 from inference.images import ImageError
 
 logger = logging.getLogger(__name__)
@@ -55,3 +55,33 @@ def ingest_s3_frames(bucket: str, prefix: str = "") -> list[int]:
 @shared_task
 def requeue_stalled_frames() -> list[int]:
     return prelabel.requeue_stalled_frames(older_than=timedelta(minutes=settings.PRELABEL_STALL_MINUTES))
+
+
+@shared_task
+def schedule_learning() -> list[int]:
+    """Beat, on LEARN_SCHEDULE: a round for every company with enough labels, one at a time (the
+    learning queue's worker runs one task at a time)."""
+    return learning.queue_rounds()
+
+
+@shared_task(acks_late=False)
+def learn_company(company_id: int) -> int | None:
+    # Not acknowledged late: a round killed midway is marked stalled and runs again on the next
+    # schedule, instead of being handed out again at once.
+    learning_round = learning.learn_scheduled(company_id=company_id)
+    return learning_round.pk if learning_round else None
+
+
+@shared_task(bind=True, max_retries=3, default_retry_delay=60)
+def reindex_model_set(self, model_set_id: int) -> None:
+    try:
+        learning.promote_by_id(model_set_id=model_set_id)
+    except learning.LearningError:
+        raise
+    except Exception as error:
+        raise self.retry(exc=error)
+
+
+@shared_task
+def resume_reindexing() -> list[int]:
+    return learning.resume_stalled_builds(older_than=timedelta(minutes=settings.LEARN_STALL_MINUTES))

@@ -6,12 +6,14 @@ The README lists each variable with its default.
 """
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -239,7 +241,14 @@ else:
 # Pre-labelling is the heavy stage: PRELABEL_QUEUE=prelabel sends it to workers started with
 # `-Q prelabel`, so search-space deliveries and ingestion on the default queue never wait behind it.
 PRELABEL_QUEUE = env("PRELABEL_QUEUE", "celery")
-CELERY_TASK_ROUTES = {"annotator.tasks.prelabel_frame": {"queue": PRELABEL_QUEUE}}
+# Learning rounds train for many minutes: they go to their own queue, served by one worker with
+# concurrency 1 (`celery -A backend worker -Q learning -c 1`), so one company learns at a time.
+LEARN_QUEUE = env("LEARN_QUEUE", "learning")
+CELERY_TASK_ROUTES = {
+    "annotator.tasks.prelabel_frame": {"queue": PRELABEL_QUEUE},
+    "annotator.tasks.learn_company": {"queue": LEARN_QUEUE},
+    "annotator.tasks.reindex_model_set": {"queue": LEARN_QUEUE},
+}
 # A frame queued or processing for longer than this is queued again (its task was lost).
 PRELABEL_STALL_MINUTES = env_int("PRELABEL_STALL_MINUTES", 30)
 CELERY_TASK_ACKS_LATE = True
@@ -260,6 +269,28 @@ CELERY_BEAT_SCHEDULE = {
     "deliver-search-outbox": {"task": "annotator.tasks.deliver_search_outbox", "schedule": 60.0},
     "requeue-stalled-frames": {"task": "annotator.tasks.requeue_stalled_frames", "schedule": 300.0},
 }
+# --- The learning loop: a round per company on LEARN_SCHEDULE (cron: minute hour day month weekday).
+LEARN_SCHEDULE = env("LEARN_SCHEDULE", "0 2 * * *")  # nightly at 02:00; "off" never
+LEARN_BUDGET_MINUTES = float(env("LEARN_BUDGET_MINUTES", "25"))
+LEARN_PROMOTION_MARGIN = float(env("LEARN_PROMOTION_MARGIN", "0.005"))
+LEARN_GATE_SHARE = float(env("LEARN_GATE_SHARE", "0.2"))  # without --until: the latest fifth of labelled frames gate
+LEARN_MIN_FRAMES = env_int("LEARN_MIN_FRAMES", 10)  # fewer labelled frames: no round yet
+LEARN_STALL_MINUTES = env_int("LEARN_STALL_MINUTES", 30)  # a round or re-index silent this long is taken as dead
+LEARN_REINDEX_BATCH = env_int("LEARN_REINDEX_BATCH", 256)  # labelled crops embedded per re-index step
+# A JSON object of inference.learning.LearningConfig fields (backbone, input_size, epochs, p, k, ...).
+LEARN_TRAINING = json.loads(Path(env("LEARN_CONFIG")).read_text()) if env("LEARN_CONFIG") else {}
+if not isinstance(LEARN_TRAINING, dict):
+    raise ImproperlyConfigured(f"LEARN_CONFIG {env('LEARN_CONFIG')} must hold a JSON object")
+if LEARN_SCHEDULE != "off":
+    _cron = LEARN_SCHEDULE.split()
+    if len(_cron) != 5:
+        raise ImproperlyConfigured(f"LEARN_SCHEDULE must be 5 cron fields or 'off', not {LEARN_SCHEDULE!r}")
+    CELERY_BEAT_SCHEDULE["learn-companies"] = {
+        "task": "annotator.tasks.schedule_learning",
+        "schedule": crontab(minute=_cron[0], hour=_cron[1], day_of_month=_cron[2], month_of_year=_cron[3],
+                            day_of_week=_cron[4]),
+    }
+CELERY_BEAT_SCHEDULE["resume-reindexing"] = {"task": "annotator.tasks.resume_reindexing", "schedule": 600.0}
 if INGEST_S3_BUCKET:
     CELERY_BEAT_SCHEDULE["ingest-camera-frames"] = {
         "task": "annotator.tasks.ingest_s3_frames",

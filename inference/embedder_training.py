@@ -43,6 +43,7 @@ from inference.embedder import (
 from inference.images import Bbox, crop_boxes, open_image
 from inference.sampling import PKBatchSampler
 
+TIME_BOX_CHECKS = (3, 10, 30)  # steps at which a time-boxed run re-plans from its pace
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 INITS = ("imagenet-lite0", "none")
 
@@ -193,7 +194,12 @@ class TrainingConfig:
     p, k: classes per batch and crops per class; one_category_per_batch: see ``PKBatchSampler``.
     arcface_scale, arcface_margin: s and m (radians).
     augment: mild random crop + brightness/contrast/saturation jitter; hflip: also mirror (off: text).
-    max_steps: stop early (tests, time boxes); the schedule still spans all epochs.
+    max_steps: stop early (tests); the schedule still spans all epochs.
+    max_seconds: a time box: after a few steps the run measures its pace and shortens the schedule
+        (warm-up and cosine included) to the steps that fit, so a time-boxed run still ends at lr 0.
+    init_checkpoint: warm-start from this embedder checkpoint (same backbone, size and head), e.g.
+        the company's promoted embedder; overrides ``init``.
+    device: "auto" trains on a GPU when torch sees one, else on the CPU; or "cpu" / "cuda".
     """
 
     backbone: str = "tf_efficientnet_lite0"
@@ -219,6 +225,9 @@ class TrainingConfig:
     seed: int = 0
     num_workers: int = 0
     max_steps: int | None = None
+    max_seconds: float | None = None
+    init_checkpoint: str | None = None
+    device: str = "auto"
     log_every: int = 10
 
     def embedder_config(self) -> EmbedderConfig:
@@ -312,6 +321,13 @@ def build_model(config: TrainingConfig) -> EmbeddingNet:
     if config.init not in INITS:
         raise ValueError(f"init must be one of {INITS}, got {config.init!r}")
     model = EmbeddingNet(config.embedder_config())
+    if config.init_checkpoint:
+        data = torch.load(config.init_checkpoint, map_location="cpu", weights_only=False)
+        if EmbedderConfig.from_dict(data["config"]) != config.embedder_config():
+            raise ValueError(f"{config.init_checkpoint}: its embedder config {data['config']} is not this run's")
+        model.load_state_dict({key: value.float() if value.is_floating_point() else value
+                               for key, value in data["state_dict"].items()})
+        return model
     if config.init == "imagenet-lite0":
         if config.backbone != "tf_efficientnet_lite0":
             raise ValueError(f"init 'imagenet-lite0' loads into tf_efficientnet_lite0, not {config.backbone!r}")
@@ -369,16 +385,30 @@ def _optimizer(model: EmbeddingNet, head: ArcFaceHead, config: TrainingConfig) -
     return torch.optim.AdamW([g for g in groups if g["params"]])
 
 
-def _warmup_cosine(total_steps: int, warmup_fraction: float) -> Callable[[int], float]:
-    warmup = max(1, int(round(total_steps * warmup_fraction)))
+class _WarmupCosine:
+    """Linear warm-up then cosine to 0 over ``total_steps``, which a time box may shorten mid-run."""
 
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, total_steps - warmup)
+    def __init__(self, total_steps: int, warmup_fraction: float):
+        self.warmup_fraction = warmup_fraction
+        self.replan(total_steps)
+
+    def replan(self, total_steps: int) -> None:
+        self.total_steps = max(1, total_steps)
+        self.warmup = max(1, int(round(self.total_steps * self.warmup_fraction)))
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / self.warmup
+        progress = (step - self.warmup) / max(1, self.total_steps - self.warmup)
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
-    return factor
+
+def training_device(choice: str) -> torch.device:
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if choice not in ("cpu", "cuda"):
+        raise ValueError(f"device must be auto, cpu or cuda, got {choice!r}")
+    return torch.device(choice)
 
 
 def _content_name(model: EmbeddingNet, stem: str) -> str:
@@ -390,7 +420,8 @@ def _content_name(model: EmbeddingNet, stem: str) -> str:
 
 def train_embedder(samples: Sequence[TrainingSample], config: TrainingConfig, out_path: str | Path, *,
                    name: str | None = None, classes: Sequence[str] | None = None,
-                   log: Callable[[str], None] = print) -> TrainingReport:
+                   log: Callable[[str], None] = print,
+                   on_step: Callable[[int, int], None] | None = None) -> TrainingReport:
     """Train an embedder with ArcFace on the samples and save it as an embedder checkpoint.
 
     The checkpoint (``save_checkpoint``) carries the embedder config and ``name`` (default: the file
@@ -398,34 +429,38 @@ def train_embedder(samples: Sequence[TrainingSample], config: TrainingConfig, ou
     ``classes`` (label -> name, when given), ``labels`` (the class ids trained on), ``training`` (the
     config), ``loss_history``, ``accuracy_history``, ``epochs``, ``steps``, ``seconds`` and
     ``arcface_state_dict`` (the class weights, to resume). Runs on the CPU with torch's thread setting
-    as the caller left it; seeds torch's generator with ``config.seed`` (initial weights, augmentation)."""
+    as the caller left it (on a GPU with ``device``); ``on_step(step, steps)`` follows progress; seeds torch's generator with ``config.seed`` (initial weights, augmentation)."""
     if not samples:
         raise ValueError("no training samples")
     out_path = Path(out_path)
     torch.manual_seed(config.seed)
     embedder_config = config.embedder_config()
+    device = training_device(config.device)
     model = build_model(config)
     frozen = freeze_early_blocks(model, config.train_last_blocks)
-    model = model.to(memory_format=torch.channels_last)
+    model = model.to(device, memory_format=torch.channels_last)
 
     labels = np.asarray([s.label for s in samples])
     class_ids, targets = np.unique(labels, return_inverse=True)
-    head = ArcFaceHead(model.dim, len(class_ids), scale=config.arcface_scale, margin=config.arcface_margin)
+    head = ArcFaceHead(model.dim, len(class_ids), scale=config.arcface_scale, margin=config.arcface_margin).to(device)
     sampler = PKBatchSampler(labels, [s.group for s in samples], [s.category for s in samples], p=config.p,
                              k=config.k, seed=config.seed, one_category_per_batch=config.one_category_per_batch)
     steps_per_epoch = max(1, math.ceil(len(samples) / (config.p * config.k)))
     total_steps = steps_per_epoch * config.epochs
     steps = min(total_steps, config.max_steps) if config.max_steps is not None else total_steps
+    planned, first_step = steps, 0.0
     augmenter = CropAugmenter(config.input_size, hflip=config.hflip) if config.augment else None
     loader = DataLoader(_CropDataset(samples, targets, augmenter), batch_sampler=_Repeat(sampler, steps),
                         collate_fn=_Collate(embedder_config), num_workers=config.num_workers,
                         persistent_workers=False)
     optimizer = _optimizer(model, head, config)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(total_steps, config.warmup_fraction))
+    schedule = _WarmupCosine(total_steps, config.warmup_fraction)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
 
     trainable = sum(p.numel() for p in [*model.parameters(), *head.parameters()] if p.requires_grad)
-    log(f"training {len(samples)} crops of {len(class_ids)} classes: {config.epochs} epochs x {steps_per_epoch} "
-        f"steps of {config.p}x{config.k} (running {steps}), {trainable:,} trainable parameters")
+    log(f"training {len(samples)} crops of {len(class_ids)} classes on {device}: {config.epochs} epochs x "
+        f"{steps_per_epoch} steps of {config.p}x{config.k} (running {steps}"
+        f"{f', at most {config.max_seconds:.0f} s' if config.max_seconds else ''}), {trainable:,} trainable parameters")
     _set_train_mode(model, frozen, config.freeze_batchnorm)
     head.train()
     loss_history, accuracy_history = [], []
@@ -433,6 +468,7 @@ def train_embedder(samples: Sequence[TrainingSample], config: TrainingConfig, ou
     started = time.perf_counter()
     step = 0
     for step, (pixels, batch_targets) in enumerate(loader, start=1):
+        pixels, batch_targets = pixels.to(device), batch_targets.to(device)
         logits = head(model(pixels), batch_targets)
         loss = nn.functional.cross_entropy(logits, batch_targets)
         optimizer.zero_grad(set_to_none=True)
@@ -442,16 +478,33 @@ def train_embedder(samples: Sequence[TrainingSample], config: TrainingConfig, ou
         epoch_loss += float(loss.detach()) * len(batch_targets)
         epoch_correct += int((logits.argmax(1) == batch_targets).sum())
         epoch_seen += len(batch_targets)
-        if step % config.log_every == 0 or step == steps:
-            elapsed = time.perf_counter() - started
+        elapsed = time.perf_counter() - started
+        if step == 1:
+            first_step = elapsed
+        if config.max_seconds is not None and step in TIME_BOX_CHECKS and step < planned:
+            # The pace after the first step (which carries the warm-up) decides how many steps fit
+            # the time box; the schedule is re-planned to end at them.
+            pace = (elapsed - first_step) / (step - 1)
+            fitting = min(planned, step + max(1, int((config.max_seconds - elapsed) / pace)))
+            if fitting != steps:
+                log(f"{pace:.2f} s/step: {fitting} of {planned} steps fit in {config.max_seconds:.0f} s")
+                steps = fitting
+                schedule.replan(min(total_steps, steps) if steps < planned else total_steps)
+        if on_step is not None:
+            on_step(step, steps)
+        if step % config.log_every == 0 or step >= steps:
             log(f"epoch {(step - 1) // steps_per_epoch + 1}/{config.epochs} step {step}/{steps} loss {float(loss.detach()):.3f} "
                 f"lr {scheduler.get_last_lr()[0]:.2e} {elapsed / step:.2f} s/step, {elapsed:.0f} s")
-        if step % steps_per_epoch == 0 or step == steps:
+        if step % steps_per_epoch == 0 or step >= steps:
             loss_history.append(epoch_loss / epoch_seen)
             accuracy_history.append(epoch_correct / epoch_seen)
             log(f"epoch {len(loss_history)}: mean loss {loss_history[-1]:.3f}, batch accuracy {accuracy_history[-1]:.3f}")
             epoch_loss, epoch_correct, epoch_seen = 0.0, 0, 0
+        if step >= steps:
+            break
     seconds = time.perf_counter() - started
+    model = model.cpu()
+    head = head.cpu()
 
     model.eval()
     name = name or _content_name(model, out_path.stem)

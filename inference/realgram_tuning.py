@@ -47,6 +47,37 @@ def suggest(trial: optuna.Trial) -> RealgramConfig:
     )
 
 
+def search_realgram(
+    frames: Sequence[ReplayFrame],
+    vectors: Callable[[ReplayFrame], np.ndarray],
+    *,
+    dim: int,
+    tune: Callable[[ReplayFrame], bool] | None = None,
+    trials: int,
+    annotate_every: int = 2,
+    knn_neighbours: int = 10,
+    objective: str = "accuracy",
+    seed: int = 0,
+    timeout_seconds: float | None = None,
+) -> tuple[RealgramConfig, float, int]:
+    """TPE search (seeded) scored on the ``tune`` frames (all by default), starting from the
+    defaults; stops after ``trials`` or ``timeout_seconds``. Returns the best configuration, its
+    objective value and the trials run."""
+    if objective not in OBJECTIVES:
+        raise ValueError(f"unknown objective {objective!r}; choose from {', '.join(OBJECTIVES)}")
+
+    def evaluate(trial: optuna.Trial) -> float:
+        config = PipelineConfig.named("v1", realgram=suggest(trial), knn_neighbours=knn_neighbours)
+        score = run_replay(frames, vectors, [config], dim=dim, annotate_every=annotate_every, scored=tune)[0]
+        return objective_value(score, objective)
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
+    study.enqueue_trial({k: v for k, v in asdict(RealgramConfig()).items() if k != "window_days"})
+    study.optimize(evaluate, n_trials=trials, timeout=timeout_seconds)
+    return RealgramConfig(window_days=30.0, **study.best_params), study.best_value, len(study.trials)
+
+
 def tune_realgram(
     frames: Sequence[ReplayFrame],
     vectors: Callable[[ReplayFrame], np.ndarray],
@@ -61,24 +92,16 @@ def tune_realgram(
     seed: int = 0,
 ) -> TuningResult:
     """TPE search (seeded: the same inputs give the same result) over realgram's hyperparameters."""
-    if objective not in OBJECTIVES:
-        raise ValueError(f"unknown objective {objective!r}; choose from {', '.join(OBJECTIVES)}")
+    best, best_value, _ = search_realgram(frames, vectors, dim=dim, tune=tune, trials=trials,
+                                          annotate_every=annotate_every, knn_neighbours=knn_neighbours,
+                                          objective=objective, seed=seed)
 
     def replay(configs: list[PipelineConfig], scored) -> list[PipelineScore]:
         return run_replay(frames, vectors, configs, dim=dim, annotate_every=annotate_every, scored=scored)
 
-    def evaluate(trial: optuna.Trial) -> float:
-        config = PipelineConfig.named("v1", realgram=suggest(trial), knn_neighbours=knn_neighbours)
-        return objective_value(replay([config], tune)[0], objective)
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
-    study.enqueue_trial({k: v for k, v in asdict(RealgramConfig()).items() if k != "window_days"})
-    study.optimize(evaluate, n_trials=trials)
-    best = RealgramConfig(window_days=30.0, **study.best_params)
     v0, v1, default_v1 = replay([
         PipelineConfig.named("v0", knn_neighbours=knn_neighbours),
         PipelineConfig.named("v1", realgram=best, knn_neighbours=knn_neighbours),
         PipelineConfig.named("v1", knn_neighbours=knn_neighbours),
     ], report)
-    return TuningResult(best, study.best_value, trials, v0, v1, default_v1)
+    return TuningResult(best, best_value, trials, v0, v1, default_v1)

@@ -15,11 +15,13 @@ from django.utils import timezone
 
 from annotator import engines, selectors
 from annotator.models import Box, Frame, ModelVersion, PipelineVersion, Prediction
-from annotator.services import search_index
-from annotator.services.embeddings import crop_vectors, current_embedder_version, store_embeddings
+from annotator.services import model_sets, search_index
+from annotator.services.embeddings import crop_vectors, store_embeddings
+from annotator.services.model_sets import Serving
 from annotator.services.frames import set_status
 from annotator.services.workspace import schedule_frame
-from inference.candidates import frame_confidence
+from inference.calibration import Calibrator
+from inference.candidates import Candidate, frame_confidence
 from inference.images import ImageError, open_image
 from inference.pipeline import FrameContext, PipelineConfig, normalise_boxes
 from inference.tracking import PreviousFrame
@@ -27,12 +29,14 @@ from inference.tracking import PreviousFrame
 logger = logging.getLogger(__name__)
 
 
-def current_pipeline_version(config: PipelineConfig | None = None) -> PipelineVersion:
-    """The version that ``config`` (the configured pipeline's by default) records its predictions
-    under: its name, digested with its hyperparameters and models (the reranker's training included)."""
-    pipeline = engines.pipeline()
+def current_pipeline_version(config: PipelineConfig | None = None, serving: Serving | None = None) -> PipelineVersion:
+    """The version that ``config`` (the served pipeline's by default) records its predictions under:
+    its name, digested with its hyperparameters and models (the reranker's training included) and the
+    company's model set. ``serving``: the company's (the base pipeline by default)."""
+    serving = serving or Serving(None, engines.pipeline(), None)
+    pipeline = serving.pipeline
     config = config or pipeline.config
-    embedder_version = current_embedder_version()
+    embedder_version = serving.embedder_version()
     settings_of = config.as_dict()
     if config.rerank and pipeline.reranker is not None:
         settings_of["reranker"] = {"trained_until": pipeline.reranker.trained_until, **pipeline.reranker.metrics}
@@ -43,10 +47,13 @@ def current_pipeline_version(config: PipelineConfig | None = None) -> PipelineVe
             kind=ModelVersion.Kind.DETECTOR, name=weights.name, defaults={"path": str(weights)})
     identity = {"config": settings_of, "embedder": embedder_version.name,
                 "detector": detector_version.name if detector_version else None}
+    if serving.model_set is not None:
+        identity["model_set"] = serving.model_set.name
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
     version, _ = PipelineVersion.objects.get_or_create(
         name=config.version, config_digest=digest,
-        defaults={"config": settings_of, "embedder": embedder_version, "detector": detector_version},
+        defaults={"config": settings_of, "embedder": embedder_version, "detector": detector_version,
+                  "model_set": serving.model_set},
     )
     return version
 
@@ -76,7 +83,8 @@ def prelabel_frame(*, frame_id: int) -> Frame:
                 Box(frame=frame, x=d.x, y=d.y, w=d.w, h=d.h, detector_score=d.score, source=Box.Source.DETECTOR)
                 for d in detector.detect(image)
             )
-        pipeline = engines.pipeline()
+        serving = model_sets.serving(company_id=frame.company_id)
+        pipeline = serving.pipeline
         moment = frame.captured_at or frame.created_at
         context = FrameContext(
             company_id=frame.company_id, store_id=frame.camera.store_id, shelf_id=frame.shelf_id,
@@ -87,12 +95,13 @@ def prelabel_frame(*, frame_id: int) -> Frame:
         if config.realgram is not None:
             history = selectors.shelf_history(
                 shelf_id=frame.shelf_id, before=moment, window_days=config.realgram.window_days)
-        version = current_pipeline_version(config)
+        version = current_pipeline_version(config, serving)
         bboxes = [box.bbox for box in boxes]
         vectors = pipeline.embed_boxes(image, bboxes)
         if config.tracking is not None:
-            previous = previous_frame(frame=frame, embedder_version=version.embedder)
+            previous = previous_frame(frame=frame, embedder_version=version.embedder, pipeline=pipeline)
         ranked = pipeline.rank(vectors, bboxes, context, history, previous)
+        probabilities = calibrated(ranked, serving.calibrator)
         with transaction.atomic():
             store_embeddings(boxes=boxes, vectors=vectors, embedder_version=version.embedder)
             Frame.objects.filter(pk=frame.pk).update(confidence=frame_confidence(ranked))
@@ -102,9 +111,10 @@ def prelabel_frame(*, frame_id: int) -> Frame:
                     box=box, pipeline_version=version,
                     product_id=candidates[0].product_id if candidates else None,
                     score=candidates[0].score if candidates else None,
+                    probability=probability,
                     candidates=[c.as_dict() for c in candidates],
                 )
-                for box, candidates in zip(boxes, ranked)
+                for box, candidates, probability in zip(boxes, ranked, probabilities)
             )
             if not labelled:
                 set_status(frame=frame, status=Frame.Status.READY)
@@ -116,7 +126,15 @@ def prelabel_frame(*, frame_id: int) -> Frame:
     return frame
 
 
-def previous_frame(*, frame: Frame, embedder_version: ModelVersion) -> PreviousFrame | None:
+def calibrated(ranked: list[list[Candidate]], calibrator: Calibrator | None) -> list[float | None]:
+    """Each box's calibrated probability that its top-1 is right (None without a calibrator or candidates)."""
+    if calibrator is None:
+        return [None] * len(ranked)
+    top = calibrator.probability([candidates[0].score if candidates else 0.0 for candidates in ranked]).tolist()
+    return [p if candidates else None for p, candidates in zip(top, ranked)]
+
+
+def previous_frame(*, frame: Frame, embedder_version: ModelVersion, pipeline=None) -> PreviousFrame | None:
     """The camera's previous frame for tracking, with its boxes' embeddings (stored by its own
     pre-labelling; a frame imported with its labels is embedded once, here)."""
     state = selectors.previous_frame_state(frame=frame)
@@ -125,7 +143,7 @@ def previous_frame(*, frame: Frame, embedder_version: ModelVersion) -> PreviousF
     previous = state.frame
     return PreviousFrame(
         boxes=normalise_boxes([box.bbox for box in state.boxes], previous.width, previous.height),
-        vectors=crop_vectors(frame=previous, boxes=state.boxes, embedder_version=embedder_version),
+        vectors=crop_vectors(frame=previous, boxes=state.boxes, embedder_version=embedder_version, pipeline=pipeline),
         product_ids=np.asarray(state.product_ids, np.int64),
         confirmed=np.asarray(state.confirmed, bool),
         captured_at=previous.captured_at.timestamp(),

@@ -2,6 +2,7 @@
 have seen it, and report accuracy and flicker. Never touches the app's database or search space."""
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 
 from django.conf import settings
@@ -10,6 +11,7 @@ from django.core.management.base import BaseCommand, CommandError
 from annotator.coco import CocoError
 from annotator.management.stage_configs import read_stage_config
 from annotator.replays import detect_replay, prepare_replay
+from inference.model_set import ModelSet
 from inference.pipeline import PIPELINE_VERSIONS, PipelineConfig
 from inference.realgram import RealgramConfig
 from inference.replay import run_replay
@@ -22,7 +24,10 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("dataset", help="COCO annotations json, or a folder holding annotations.json")
-        parser.add_argument("--pipelines", default="v0,v1,v2", help=f"comma-separated: {', '.join(PIPELINE_VERSIONS)}")
+        parser.add_argument("--pipelines", help=f"comma-separated: {', '.join(PIPELINE_VERSIONS)} (default: v0,v1,v2; "
+                                                "with --models: v0 and the pipeline the set serves)")
+        parser.add_argument("--models", type=Path, help="a model set folder (`learn` writes one): its embedder, "
+                                                        "realgram, tracking and reranker, and the stages it serves")
         parser.add_argument("--annotate-every", type=int, default=2, help="per camera, every N-th frame is annotated")
         parser.add_argument("--embedder", help="embedder checkpoint (default: ImageNet EfficientNet-Lite0)")
         parser.add_argument("--realgram-config", type=Path, help="JSON of realgram hyperparameters (v1 and later)")
@@ -35,10 +40,16 @@ class Command(BaseCommand):
                                  "detection recall and accuracy on the matched boxes")
         parser.add_argument("--json", type=Path, dest="json_out", help="write the results here")
 
-    def handle(self, *args, dataset, pipelines, annotate_every, embedder, realgram_config, tracking_config, reranker,
-               report_shelves, knn, detector, json_out, **options):
-        configs = self.pipeline_configs(pipelines, realgram_config, tracking_config, knn)
-        model = self.reranker(reranker, configs)
+    def handle(self, *args, dataset, pipelines, models, annotate_every, embedder, realgram_config, tracking_config,
+               reranker, report_shelves, knn, detector, json_out, **options):
+        if models:
+            if embedder or realgram_config or tracking_config or reranker:
+                raise CommandError("--models brings every component; leave out --embedder, --realgram-config, "
+                                   "--tracking-config and --reranker")
+            configs, model, embedder = self.model_set(models, pipelines)
+        else:
+            configs = self.pipeline_configs(pipelines or "v0,v1,v2", realgram_config, tracking_config, knn)
+            model = self.reranker(reranker, configs)
         if annotate_every < 1:
             raise CommandError(f"--annotate-every must be at least 1, not {annotate_every}")
         shelf_filter = self.shelf_filter(report_shelves)
@@ -66,7 +77,7 @@ class Command(BaseCommand):
             json_out.write_text(json.dumps({
                 "dataset": str(data.path), "embedder": prepared.embedder_name, "annotate_every": annotate_every,
                 "report_shelves": report_shelves, "categories": names,
-                "reranker": str(reranker) if reranker else None,
+                "reranker": str(reranker) if reranker else None, "models": str(models) if models else None,
                 "pipelines": {c.version: c.as_dict() for c in configs},
                 "results": {s.pipeline: s.as_dict() for s in scores},
             }, indent=2))
@@ -81,6 +92,29 @@ class Command(BaseCommand):
                     for name in pipelines.split(",") if name.strip()]
         except ValueError as error:
             raise CommandError(f"--pipelines: {error}") from None
+
+    def model_set(self, folder: Path, pipelines: str | None) -> tuple[list[PipelineConfig], Reranker | None, Path | None]:
+        """The set's pipelines (its served one and v0, or the named ones with its stage configs), its
+        reranker and its embedder (the ONNX export when there is one)."""
+        try:
+            model_set = ModelSet.load(folder)
+            reranker = Reranker.load(model_set.reranker_path) if model_set.reranker_path else None
+        except ValueError as error:
+            raise CommandError(str(error)) from None
+        served = model_set.pipeline_config()
+        if pipelines:
+            try:
+                configs = [PipelineConfig.named(name.strip(), realgram=model_set.realgram, tracking=model_set.tracking,
+                                                knn_neighbours=model_set.knn_neighbours, top_k=model_set.top_k)
+                           for name in pipelines.split(",") if name.strip()]
+            except ValueError as error:
+                raise CommandError(f"--pipelines: {error}") from None
+            if any(c.rerank for c in configs) and reranker is None:
+                raise CommandError(f"{folder}: v3 needs a reranker and this model set has none")
+        else:
+            configs = [replace(served, version="v0", realgram=None, tracking=None, rerank=False)]
+            configs += [served] if served.version != "v0" else []
+        return configs, reranker, model_set.onnx_path or model_set.embedder_path
 
     def reranker(self, path: Path | None, configs: list[PipelineConfig]) -> Reranker | None:
         if any(c.rerank for c in configs) and path is None:
