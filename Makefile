@@ -33,7 +33,7 @@ migrate: venv
 
 demo: venv static migrate
 	$(BIN)/python manage.py demo $(if $(DATA),--data $(DATA),)
-	$(BIN)/python manage.py serve_with_worker --host $(HOST) --port $(PORT)
+	$(BIN)/python manage.py serve_with_worker --beat --host $(HOST) --port $(PORT)
 
 chromium:
 	@test -x /usr/bin/chromium || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)

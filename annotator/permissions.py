@@ -40,3 +40,16 @@ class LabelsFrames(BasePermission):
 
     def has_permission(self, request, view) -> bool:
         return request.method in SAFE_METHODS or can_label(request.user)
+
+
+MODEL_VIEWERS = ("qa_lead", "admin")
+
+
+def can_see_models(user) -> bool:
+    """The Models page (learning rounds, gate figures, re-index progress): QA leads and admins."""
+    return has_role(user, *MODEL_VIEWERS)
+
+
+def can_manage_models(user) -> bool:
+    """Promoting a set by hand and rolling back: admins."""
+    return has_role(user, "admin")

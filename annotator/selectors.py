@@ -16,6 +16,8 @@ from annotator.models import (
     Company,
     Frame,
     Label,
+    LearningRound,
+    ModelSet,
     ModelVersion,
     PipelineVersion,
     Prediction,
@@ -385,3 +387,60 @@ def box_label_history(user, *, box_id: int) -> list[Label]:
 
 def box_for(user, *, box_id: int) -> Box:
     return get_object_or_404(Box.objects.filter(frame__company__in=companies_of(user)).select_related("frame"), pk=box_id)
+
+
+# ---------------------------------------------------------------------------------------------- learning loop
+
+GATE_COLUMNS = ("accuracy", "accuracy_without_majority", "macro_accuracy", "first_frames_accuracy", "flicker_rate")
+
+
+@dataclass
+class RoundView:
+    round: LearningRound
+    candidate: dict | None  # the candidate's gate figures as served
+    promoted: dict | None  # the promoted set's, on the same frames
+
+    @property
+    def columns(self) -> list[tuple[str, float | None, float | None]]:
+        return [(name, (self.candidate or {}).get(name), (self.promoted or {}).get(name)) for name in GATE_COLUMNS]
+
+
+@dataclass
+class CompanyModels:
+    company: Company
+    sets: list[ModelSet]
+    rounds: list[RoundView]
+
+
+def model_overview(user, *, rounds: int = 20) -> list[CompanyModels]:
+    """Per company of the user: its model sets (newest first) and latest rounds with their gate figures."""
+    overview = []
+    for company in companies_of(user).select_related("model_set"):
+        sets = list(ModelSet.objects.filter(company=company).select_related("previous"))
+        views = []
+        for learning_round in LearningRound.objects.filter(company=company).select_related("candidate")[:rounds]:
+            gate = learning_round.report.get("gate", {})
+            views.append(RoundView(learning_round, gate.get("candidate", {}).get("served"),
+                                   gate.get("promoted", {}).get("served")))
+        overview.append(CompanyModels(company, sets, views))
+    return overview
+
+
+def learning_status(user) -> dict:
+    """What a Models page polls: every round and collection build of the user's companies, with progress."""
+    companies = companies_of(user)
+    return {
+        "rounds": [{"id": r.pk, "state": r.state, "stage": r.stage, "progress": r.progress, "message": r.message}
+                   for r in LearningRound.objects.filter(company__in=companies).order_by("-started_at")[:50]],
+        "model_sets": [{"id": s.pk, "state": s.index_state, "indexed": s.indexed_boxes, "total": s.total_boxes,
+                        "progress": s.index_progress, "error": s.index_error}
+                       for s in ModelSet.objects.filter(company__in=companies)[:50]],
+    }
+
+
+def model_set_for(user, *, model_set_id: int) -> ModelSet:
+    return get_object_or_404(ModelSet.objects.filter(company__in=companies_of(user)), pk=model_set_id)
+
+
+def company_for(user, *, company_id: int) -> Company:
+    return get_object_or_404(companies_of(user), pk=company_id)

@@ -16,4 +16,8 @@ urlpatterns = [
     path("review/<id:product_id>/", views.review_product, name="review-product"),
     path("boxes/<id:box_id>/crop.jpg", views.box_crop, name="box-crop"),
     path("reports/confirm-rate.svg", views.reports_chart, name="reports-chart"),
+    path("models/", views.models_page, name="models"),
+    path("models/status/", views.models_status, name="models-status"),
+    path("models/<id:model_set_id>/promote/", views.model_set_promote, name="model-set-promote"),
+    path("models/rollback/<id:company_id>/", views.models_rollback, name="models-rollback"),
 ]

@@ -7,7 +7,7 @@ from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.conf import settings
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 from django.views.static import serve
@@ -16,9 +16,11 @@ from annotator import selectors
 from annotator.charts import confirm_rate_chart
 from annotator.forms import REPORT_COLUMNS, ReportFilterForm
 from annotator.models import Frame
-from annotator.permissions import can_read_reports, has_role
+from annotator.permissions import can_manage_models, can_read_reports, can_see_models, has_role
 from annotator.services.review import REVIEWERS
 from inference.images import crop_boxes, open_image
+from annotator.services.learning import queue_promotion
+from annotator.services.model_sets import ModelSetStateError, rollback
 from annotator.services.prelabel import retry_frame
 
 
@@ -142,3 +144,54 @@ def box_crop(request: HttpRequest, box_id: int) -> HttpResponse:
     response = HttpResponse(out.getvalue(), content_type="image/jpeg")
     response["Cache-Control"] = "private, max-age=3600"
     return response
+
+
+def _model_viewer(request: HttpRequest) -> None:
+    if not can_see_models(request.user):
+        raise PermissionDenied("The Models page is for QA leads and admins.")
+
+
+def models_page(request: HttpRequest) -> HttpResponse:
+    """Each company's learning rounds with their gate figures (candidate beside promoted), the state
+    of a running round and of a collection build, and, for admins, promote and roll back."""
+    _model_viewer(request)
+    return render(request, "annotator/models.html", {
+        "overview": selectors.model_overview(request.user), "can_manage": can_manage_models(request.user),
+    })
+
+
+def models_status(request: HttpRequest) -> JsonResponse:
+    """What the Models page polls while a round or a build runs."""
+    _model_viewer(request)
+    return JsonResponse(selectors.learning_status(request.user))
+
+
+def _model_admin(request: HttpRequest) -> None:
+    if not can_manage_models(request.user):
+        raise PermissionDenied("Promoting and rolling back model sets is for admins.")
+
+
+@require_POST
+def model_set_promote(request: HttpRequest, model_set_id: int) -> HttpResponse:
+    _model_admin(request)
+    model_set = selectors.model_set_for(request.user, model_set_id=model_set_id)
+    if model_set.company.model_set_id == model_set.pk:
+        messages.info(request, f"{model_set.company} already runs {model_set.name}.")
+    else:
+        queue_promotion(model_set=model_set)
+        messages.success(request, f"{model_set.name}: its collection is being built; {model_set.company} switches "
+                                  "to it when every labelled crop is in.")
+    return redirect("annotator:models")
+
+
+@require_POST
+def models_rollback(request: HttpRequest, company_id: int) -> HttpResponse:
+    _model_admin(request)
+    company = selectors.company_for(request.user, company_id=company_id)
+    try:
+        company = rollback(company=company)
+    except ModelSetStateError as error:
+        messages.error(request, str(error))
+    else:
+        messages.success(request, f"{company} now runs {company.model_set.name if company.model_set else 'the base set'}.")
+    return redirect("annotator:models")

@@ -24,7 +24,7 @@ from annotator.models import Company, Frame, Label, LearningRound, ModelSet
 from annotator.services import model_sets
 from annotator.services.training_data import local_image
 from inference.learning import LearningConfig, RoundData, Served, run_round
-from inference.replay import ReplayFrame
+from inference.replay import ReplayFrame, replay_order
 
 logger = logging.getLogger(__name__)
 
@@ -36,21 +36,20 @@ class LearningError(ValueError):
 def split_frames(frames: Sequence[ReplayFrame], *, cut_off: datetime | None = None,
                  gate_shelves: re.Pattern | None = None, gate_share: float | None = None) -> tuple[set[int], set[int]]:
     """(train, gate) frame ids. With ``gate_shelves`` the shelves matching it gate and the others
-    train (a dataset's held-out shelves); else a time split: frames taken before ``cut_off`` train
-    and the rest gate, the cut-off defaulting to the moment that leaves the latest ``gate_share``
-    of the frames to the gate. A frame without a capture time counts as taken after every other."""
+    train (a dataset's held-out shelves); else a time split in the replay's order: frames taken
+    before ``cut_off`` train and the rest gate, the cut-off defaulting to the moment that leaves the
+    latest ``gate_share`` of the frames to the gate. A frame without a capture time takes its camera
+    predecessor's (``inference.replay.replay_order``)."""
     if gate_shelves is not None:
         gate = {f.frame_id for f in frames if gate_shelves.search(f.shelf)}
         return {f.frame_id for f in frames} - gate, gate
-    never = datetime.max.replace(tzinfo=timezone.get_current_timezone())
-    ordered = sorted(frames, key=lambda f: (f.captured_at or never, f.frame_id))
+    ordered = replay_order(frames)
     if cut_off is None:
         share = settings.LEARN_GATE_SHARE if gate_share is None else gate_share
         first_gate = max(1, int(round(len(ordered) * (1 - share))))
-        train = {f.frame_id for f in ordered[:first_gate]}
-        return train, {f.frame_id for f in ordered[first_gate:]}
-    train = {f.frame_id for f in ordered if f.captured_at is not None and f.captured_at < cut_off}
-    return train, {f.frame_id for f in ordered} - train
+        return ({f.frame_id for f, _ in ordered[:first_gate]}, {f.frame_id for f, _ in ordered[first_gate:]})
+    train = {f.frame_id for f, moment in ordered if moment < cut_off.timestamp()}
+    return train, {f.frame_id for f, _ in ordered} - train
 
 
 def learning_config(**overrides) -> LearningConfig:

@@ -463,7 +463,7 @@ def beat_configuration(tmp_path: Path, **env: str) -> dict:
         "django.setup()\n"
         "from django.conf import settings\n"
         "from backend.celery import app\n"
-        "print(json.dumps({'settings': settings.CELERY_BEAT_SCHEDULE, 'app': app.conf.beat_schedule}))\n"
+        "print(json.dumps({'settings': settings.CELERY_BEAT_SCHEDULE, 'app': app.conf.beat_schedule}, default=str))\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", script], cwd=REPO_ROOT, env=environ, capture_output=True, text=True, timeout=120
@@ -488,9 +488,10 @@ def test_beat_schedules_s3_ingestion_when_a_bucket_is_configured(tmp_path):
 def test_beat_schedules_nothing_without_a_bucket(tmp_path):
     config = beat_configuration(tmp_path, INGEST_S3_BUCKET="")
     assert not any(entry["task"] == "annotator.tasks.ingest_s3_frames" for entry in config["app"].values())
-    # The outbox and stall sweeps run whatever the ingestion settings.
+    # The outbox and stall sweeps, the learning loop and its build sweep run whatever the ingestion settings.
     assert [entry["task"] for entry in config["app"].values()] == [
-        "annotator.tasks.deliver_search_outbox", "annotator.tasks.requeue_stalled_frames"]
+        "annotator.tasks.deliver_search_outbox", "annotator.tasks.requeue_stalled_frames",
+        "annotator.tasks.schedule_learning", "annotator.tasks.resume_reindexing"]
 
 
 @pytest.mark.django_db
@@ -508,3 +509,11 @@ def test_an_unreadable_object_is_not_downloaded_again_until_it_changes(s3, bucke
     fixed = ingest_s3(client=s3, bucket=bucket)
     assert len(fixed.registered) == 1 and downloads == [key, key]
     assert IngestedObject.objects.get(source_uri=f"s3://{bucket}/{key}").outcome == IngestedObject.Outcome.REGISTERED
+
+
+def test_beat_runs_the_learning_loop_on_its_schedule_or_not_at_all(tmp_path):
+    nightly = beat_configuration(tmp_path, LEARN_SCHEDULE="30 3 * * 1")
+    entry = next(e for e in nightly["app"].values() if e["task"] == "annotator.tasks.schedule_learning")
+    assert "30" in entry["schedule"] and "3" in entry["schedule"]
+    off = beat_configuration(tmp_path, LEARN_SCHEDULE="off")
+    assert not any(e["task"] == "annotator.tasks.schedule_learning" for e in off["app"].values())

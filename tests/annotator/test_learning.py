@@ -173,3 +173,115 @@ def test_a_second_round_of_a_company_waits_for_the_running_one():
     LearningRound.objects.filter(company=company).update(heartbeat_at=datetime.now(UTC) - timedelta(hours=2))
     assert learning.start_round(company=company, budget_minutes=1, cut_off=None, command="").state == "running"
     assert LearningRound.objects.filter(company=company, state=LearningRound.State.FAILED).count() == 1
+
+
+def test_the_models_page_shows_rounds_side_by_side_and_admins_roll_back(client):
+    from tests.factories import UserFactory
+
+    company, _ = tiny_company("east", frames=6)
+    search_index.deliver_outbox()
+    learn(company, "--margin", "-1")
+    other, _ = tiny_company("elsewhere", frames=4)
+    annotator = UserFactory(role="annotator", company=company)
+    client.force_login(annotator)
+    assert client.get("/models/").status_code == 403
+    qa = UserFactory(role="qa_lead", company=company)
+    client.force_login(qa)
+    page = client.get("/models/").content.decode()
+    candidate = LearningRound.objects.get(company=company).candidate
+    assert candidate.name in page and "vs" in page and "elsewhere" not in page
+    assert "Roll back" not in page
+    status = client.get("/models/status/").json()
+    assert [s["id"] for s in status["model_sets"]] == [candidate.pk] and status["model_sets"][0]["progress"] == 1.0
+    assert client.post(f"/models/rollback/{company.pk}/").status_code == 403
+
+    admin = UserFactory(role="admin", company=company)
+    client.force_login(admin)
+    assert "Roll back" in client.get("/models/").content.decode()
+    assert client.post(f"/models/rollback/{other.pk}/").status_code == 404
+    response = client.post(f"/models/rollback/{company.pk}/")
+    assert response.status_code == 302
+    company.refresh_from_db()
+    assert company.model_set is None
+
+
+def run_together(*calls):
+    """Run the calls in threads released at the same moment; each result or raised error, in order."""
+    import threading
+
+    from django.db import connection
+
+    start = threading.Barrier(len(calls))
+    results: list = [None] * len(calls)
+
+    def run(index, call):
+        try:
+            start.wait()
+            results[index] = call()
+        except Exception as error:  # the loser's error is part of the result
+            results[index] = error
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(i, call)) for i, call in enumerate(calls)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    return results
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_rounds_of_a_company_started_at_once_make_one():
+    company = CompanyFactory(name="race")
+    results = run_together(*[lambda: learning.start_round(company=company, budget_minutes=1, cut_off=None, command="")] * 2)
+    assert sorted(type(r).__name__ for r in results) == ["LearningError", "LearningRound"]
+    assert LearningRound.objects.filter(company=company).count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_switches_at_once_keep_the_chain_of_previous_sets():
+    company, _ = tiny_company("racers", frames=6)
+    search_index.deliver_outbox()
+    learn(company, "--margin", "1")
+    learn(company, "--margin", "1")
+    first, second = ModelSet.objects.filter(company=company).order_by("pk")
+    for model_set in (first, second):
+        model_sets.build_index(model_set=model_set)
+
+    results = run_together(lambda: model_sets.switch(model_set=first), lambda: model_sets.switch(model_set=second))
+
+    company.refresh_from_db()
+    first.refresh_from_db()
+    second.refresh_from_db()
+    switched = [model_set for model_set, result in zip((first, second), results) if isinstance(result, Company)]
+    assert company.model_set in switched
+    if len(switched) == 2:  # one after the other: the later one replaced the earlier
+        later = company.model_set
+        assert later.previous == (first if later == second else second)
+    else:  # the loser saw the row change under it
+        assert isinstance(next(r for r in results if not isinstance(r, Company)), model_sets.ModelSetStateError)
+        assert company.model_set.previous is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_builds_of_one_collection_at_once_index_every_crop_once():
+    company, _ = tiny_company("builders", frames=6)
+    search_index.deliver_outbox()
+    learn(company, "--margin", "1")
+    candidate = ModelSet.objects.get(company=company)
+    engines.model_set_engines(candidate.folder)  # loaded once, before the threads share it
+
+    results = run_together(lambda: model_sets.build_index(model_set=ModelSet.objects.get(pk=candidate.pk)),
+                           lambda: model_sets.build_index(model_set=ModelSet.objects.get(pk=candidate.pk)))
+
+    assert any(isinstance(r, ModelSet) for r in results), results
+    for result in results:
+        assert isinstance(result, ModelSet) or isinstance(result, model_sets.ModelSetStateError), result
+    candidate.refresh_from_db()
+    if candidate.index_state != ModelSet.IndexState.READY:  # the winner stopped when the loser moved on
+        model_sets.build_index(model_set=candidate)
+        candidate.refresh_from_db()
+    assert candidate.index_state == ModelSet.IndexState.READY
+    assert candidate.indexed_boxes == labelled_count(company)
+    assert engines.model_set_engines(candidate.folder).search_space.count() == labelled_count(company)

@@ -85,6 +85,27 @@ def test_max_steps_stops_early(tmp_path, samples):
     assert report.steps == 3 and report.epochs == 1
 
 
+def test_a_time_box_shortens_the_run_to_the_steps_that_fit(tmp_path, samples, monkeypatch):
+    import inference.embedder_training as training
+
+    clock = iter(range(0, 10_000, 10))  # every reading of the clock is 10 s later: 10 s a step
+    monkeypatch.setattr(training.time, "perf_counter", lambda: next(clock))
+    lines = []
+    report = train_embedder(samples, dataclasses.replace(TINY, epochs=20, max_seconds=100), tmp_path / "t.pt",
+                            log=lines.append)
+    assert report.steps < 20 * 4
+    assert any("steps fit in 100 s" in line for line in lines)
+
+
+def test_a_warm_start_continues_from_a_checkpoint(tmp_path, samples):
+    first = train_embedder(samples, TINY, tmp_path / "first.pt", log=lambda line: None)
+    warm = dataclasses.replace(TINY, epochs=1, init_checkpoint=str(first.checkpoint))
+    again = train_embedder(samples, warm, tmp_path / "again.pt", log=lambda line: None)
+    assert again.loss_history[0] < first.loss_history[0]
+    with pytest.raises(ValueError, match="not this run's"):
+        train_embedder(samples, dataclasses.replace(warm, input_size=32), tmp_path / "x.pt", log=lambda line: None)
+
+
 def test_frozen_stages_and_batchnorm_statistics_do_not_change(tmp_path, samples):
     config = dataclasses.replace(TINY, train_last_blocks=1, epochs=1)
     torch.manual_seed(config.seed)  # as train_embedder does: the same initial weights

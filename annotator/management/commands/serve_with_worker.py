@@ -19,9 +19,11 @@ class Command(BaseCommand):
 
     def handle(self, *args, host, port, web_workers, beat, **options):
         python = sys.executable
-        # The embedded Qdrant store allows one process: a single worker process owns it.
+        # The embedded Qdrant store allows one process: a single worker process owns it, and so takes
+        # every queue (a learning round then holds it for its budget; production gives it a worker).
+        queues = ",".join(sorted({"celery", settings.PRELABEL_QUEUE, settings.LEARN_QUEUE}))
         commands = {
-            "worker": [python, "-m", "celery", "-A", "backend", "worker", "--pool", "solo", "-l", "info"],
+            "worker": [python, "-m", "celery", "-A", "backend", "worker", "--pool", "solo", "-Q", queues, "-l", "info"],
             "web": [python, "-m", "gunicorn", "backend.wsgi", "--bind", f"{host}:{port}",
                     "--workers", str(web_workers), "--access-logfile", "-"],
         }
