@@ -285,3 +285,18 @@ def test_two_builds_of_one_collection_at_once_index_every_crop_once():
     assert candidate.index_state == ModelSet.IndexState.READY
     assert candidate.indexed_boxes == labelled_count(company)
     assert engines.model_set_engines(candidate.folder).search_space.count() == labelled_count(company)
+
+
+def test_learn_refuses_what_it_cannot_do_in_one_line(settings):
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="no company named 'nobody'"):
+        call_command("learn", "--company", "nobody")
+    company, _ = tiny_company("few", frames=2)
+    with pytest.raises(CommandError, match="2 labelled frames; a round needs 4"):
+        call_command("learn", "--company", company.name)
+    settings.LEARN_TRAINING = {**TINY, "epochz": 3}
+    with pytest.raises(CommandError, match="LEARN_CONFIG: .*'epochz'"):
+        call_command("learn", "--company", company.name)
+    with pytest.raises(CommandError, match="already on the base model set"):
+        call_command("rollback_models", "--company", company.name)

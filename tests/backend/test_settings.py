@@ -191,7 +191,8 @@ def test_prelabelling_can_have_a_queue_of_its_own(var_dir):
     default = run_python(script, var_dir)
     assert "'queue': 'celery'" in default.stdout
     own = run_python(script, var_dir, PRELABEL_QUEUE="prelabel")
-    assert "{'annotator.tasks.prelabel_frame': {'queue': 'prelabel'}}" in own.stdout
+    assert "'annotator.tasks.prelabel_frame': {'queue': 'prelabel'}" in own.stdout
+    assert "'annotator.tasks.learn_company': {'queue': 'learning'}" in own.stdout
 
 
 def test_an_unknown_embedded_engine_is_refused_at_start(var_dir):
@@ -355,7 +356,7 @@ def test_compose_sets_only_variables_the_settings_read(compose):
     known = settings_variables()
     assert {"DATABASE_URL", "REDIS_URL", "QDRANT_URL", "INGEST_S3_BUCKET", "DJANGO_SECRET_KEY"} <= known
     app_services = {name: service for name, service in compose["services"].items() if "build" in service}
-    assert set(app_services) == {"web", "worker", "beat"}
+    assert set(app_services) == {"web", "worker", "learner", "beat"}
     for name, service in app_services.items():
         environment = service["environment"]
         names = set(environment) if isinstance(environment, dict) else {item.split("=")[0] for item in environment}
@@ -369,7 +370,7 @@ def test_compose_runs_commands_that_exist(compose):
     from django.core.management import get_commands
 
     commands = set(get_commands())
-    for name in ("web", "worker", "beat"):
+    for name in ("web", "worker", "learner", "beat"):
         command = compose["services"][name]["command"]
         text = command if isinstance(command, str) else shlex.join(command)
         for used in re.findall(r"manage\.py\s+([a-z_]+)", text):
@@ -384,3 +385,12 @@ def test_compose_runs_commands_that_exist(compose):
             assert condition["condition"] in {"service_started", "service_healthy", "service_completed_successfully"}
             if condition["condition"] == "service_healthy":
                 assert "healthcheck" in compose["services"][dependency], (name, dependency)
+
+
+def test_a_bad_learning_schedule_or_config_is_refused_at_start(var_dir, tmp_path):
+    result = run_python(PRINT_SETTINGS, var_dir, LEARN_SCHEDULE="nightly")
+    assert result.returncode != 0 and "LEARN_SCHEDULE must be 5 cron fields or 'off'" in result.stderr
+    config = tmp_path / "learn.json"
+    config.write_text("[1, 2]")
+    result = run_python(PRINT_SETTINGS, var_dir, LEARN_CONFIG=str(config))
+    assert result.returncode != 0 and "must hold a JSON object" in result.stderr
