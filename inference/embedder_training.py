@@ -43,7 +43,7 @@ from inference.embedder import (
 from inference.images import Bbox, crop_boxes, open_image
 from inference.sampling import PKBatchSampler
 
-TIME_BOX_CHECKS = (3, 10, 30)  # steps at which a time-boxed run re-plans from its pace
+TIME_BOX_FIRST_CHECK, TIME_BOX_CHECK_EVERY = 3, 10  # when a time-boxed run re-plans from its pace
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 INITS = ("imagenet-lite0", "none")
 
@@ -481,7 +481,8 @@ def train_embedder(samples: Sequence[TrainingSample], config: TrainingConfig, ou
         elapsed = time.perf_counter() - started
         if step == 1:
             first_step = elapsed
-        if config.max_seconds is not None and step in TIME_BOX_CHECKS and step < planned:
+        if (config.max_seconds is not None and step < planned
+                and (step == TIME_BOX_FIRST_CHECK or step % TIME_BOX_CHECK_EVERY == 0)):
             # The pace after the first step (which carries the warm-up) decides how many steps fit
             # the time box; the schedule is re-planned to end at them.
             pace = (elapsed - first_step) / (step - 1)

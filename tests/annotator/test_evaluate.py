@@ -117,3 +117,27 @@ def test_evaluate_with_a_detector_reports_recall_and_matched_accuracy(dataset, c
     assert 0 < result["matched_accuracy"] <= 1
     with pytest.raises(CommandError, match="detector weights not found"):
         call_command("evaluate", str(dataset), embedder=str(checkpoint), detector=tmp_path / "missing.pt")
+
+
+def test_a_dataset_round_writes_a_model_set_that_evaluate_replays_to_the_same_figures(
+        dataset, tmp_path, settings, test_engines, capsys):
+    settings.VAR_DIR = tmp_path / "var"
+    settings.LEARN_TRAINING = {"backbone": "test_efficientnet", "embedding_dim": 32, "input_size": 64, "init": "none",
+                               "p": 2, "k": 4, "epochs": 1, "max_steps": 2, "realgram_trials": 2}
+    folder = tmp_path / "set"
+    call_command("learn", "--dataset", str(dataset), "--gate-shelves", "cam-2", "--budget-minutes", "1",
+                 "--out", str(folder))
+    assert capsys.readouterr().out.strip().splitlines()[-1] == str(folder)
+    manifest = json.loads((folder / "model_set.json").read_text())
+    served = manifest["figures"]["gate"]["candidate"]["served"]
+
+    out = tmp_path / "models.json"
+    call_command("evaluate", str(dataset), models=str(folder), report_shelves="cam-2", json_out=out)
+    results = json.loads(out.read_text())["results"]
+    assert results[served["pipeline"]] == served
+    assert "v0" in results
+
+    with pytest.raises(CommandError, match="--models brings every component"):
+        call_command("evaluate", str(dataset), models=str(folder), embedder="x.pt")
+    with pytest.raises(CommandError, match="not a model set"):
+        call_command("evaluate", str(dataset), models=str(tmp_path))
