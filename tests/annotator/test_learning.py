@@ -9,7 +9,7 @@ import pytest
 from django.core.management import call_command
 
 from annotator import engines
-from annotator.models import Company, Frame, Label, LearningRound, ModelSet, Prediction
+from annotator.models import Company, Frame, Label, LearningRound, ModelSet, ModelVersion, Prediction
 from annotator.services import learning, model_sets, search_index
 from annotator.services.labels import Decision, record_labels
 from annotator.services.prelabel import prelabel_frame
@@ -300,3 +300,22 @@ def test_learn_refuses_what_it_cannot_do_in_one_line(settings):
         call_command("learn", "--company", company.name)
     with pytest.raises(CommandError, match="already on the base model set"):
         call_command("rollback_models", "--company", company.name)
+
+
+def test_beat_queues_a_round_per_company_that_can_learn_and_resumes_dead_builds(monkeypatch):
+    sent = []
+    monkeypatch.setattr(learning, "send_task", lambda name, *args: sent.append((name, *args)))
+    ready, _ = tiny_company("ready", frames=4)
+    tiny_company("young", frames=2)
+    assert learning.queue_rounds() == [ready.pk]
+    assert sent == [("annotator.tasks.learn_company", ready.pk)]
+
+    embedder = ModelVersion.objects.create(kind=ModelVersion.Kind.EMBEDDER, name="dead-build")
+    dead = ModelSet.objects.create(company=ready, name="dead", folder="/x", embedder=embedder, version="v2",
+                                   index_state=ModelSet.IndexState.BUILDING,
+                                   index_heartbeat_at=datetime.now(UTC) - timedelta(hours=1))
+    ModelSet.objects.create(company=ready, name="alive", folder="/y", embedder=embedder, version="v2",
+                            index_state=ModelSet.IndexState.BUILDING, index_heartbeat_at=datetime.now(UTC))
+    sent.clear()
+    assert learning.resume_stalled_builds(older_than=timedelta(minutes=30)) == [dead.pk]
+    assert sent == [("annotator.tasks.reindex_model_set", dead.pk)]
