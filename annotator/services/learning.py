@@ -181,10 +181,15 @@ def run_learning_round(*, company: Company, until: datetime | None = None, gate_
 
 
 def promote(*, learning_round: LearningRound | None, model_set: ModelSet, log: Callable[[str], None] = logger.info) -> None:
-    """Build the set's collection (resumable) and switch its company to it; the round, if any,
-    ends promoted. A crash leaves the set building: ``resume_reindexing`` carries on."""
+    """Build the set's collection (resumable) and switch its company to it, then queue its frames
+    waiting for an annotator for pre-labelling again; the round, if any, ends promoted. A crash leaves the set building: ``resume_reindexing`` carries on."""
     model_sets.build_index(model_set=model_set, log=log)
     model_sets.switch(model_set=model_set)
+    # Frames waiting for an annotator get the new set's suggestions (a submit against the old ones
+    # is refused as stale, so the confirm rate counts what was shown).
+    waiting = Frame.objects.filter(company_id=model_set.company_id, status=Frame.Status.READY)
+    for frame_id in waiting.values_list("pk", flat=True):
+        send_task("annotator.tasks.prelabel_frame", frame_id)
     if learning_round is not None:
         LearningRound.objects.filter(pk=learning_round.pk).update(
             state=LearningRound.State.PROMOTED, stage="done", progress=1.0, finished_at=timezone.now(),

@@ -67,9 +67,12 @@ def learn(company: Company, *options: str) -> str:
     return out.getvalue().strip().splitlines()[-1]
 
 
-def test_a_round_trains_gates_promotes_reindexes_and_switches_then_a_losing_one_does_not():
+def test_a_round_trains_gates_promotes_reindexes_and_switches_then_a_losing_one_does_not(monkeypatch):
     company, parts = tiny_company("north")
     search_index.deliver_outbox()
+    waiting = FrameFactory(shelf=parts["shelf"], status=Frame.Status.READY)
+    sent = []
+    monkeypatch.setattr(learning, "send_task", lambda name, *args: sent.append((name, *args)))
 
     folder = Path(learn(company, "--margin", "-1"))  # any candidate wins: the gate's arithmetic is unit-tested
 
@@ -84,6 +87,7 @@ def test_a_round_trains_gates_promotes_reindexes_and_switches_then_a_losing_one_
     assert gate["candidate"]["served"]["boxes"] > 0 and gate["promoted"]["name"] == "base"
     company.refresh_from_db()
     assert company.model_set == candidate and candidate.index_state == ModelSet.IndexState.READY
+    assert sent == [("annotator.tasks.prelabel_frame", waiting.pk)]  # waiting work gets the new suggestions
     space = engines.model_set_engines(candidate.folder).search_space
     assert space.count(company_id=company.pk) == labelled_count(company) == candidate.indexed_boxes
 
