@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import threading
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -195,8 +196,14 @@ class EdgeSearchSpace:
         self.quantize = quantize
         self.oversampling = oversampling
         self._shard = None
+        # A shard folder opens once per process: two threads opening it at once would both try.
+        self._opening = threading.Lock()
 
     def _open(self, create: bool):
+        with self._opening:
+            return self._open_once(create)
+
+    def _open_once(self, create: bool):
         if self._shard is None:
             if (self.path / "edge_config.json").exists():
                 self._shard = edge.EdgeShard.load(str(self.path))
