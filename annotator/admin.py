@@ -1,16 +1,7 @@
+"""The app's models in Django's admin, which serves superusers only (``annotator.admin_site``)."""
 from django.contrib import admin
 
 from annotator import models
-
-
-class PlatformAdminSite(admin.AdminSite):
-    """The admin lists every company's rows, so only superusers (platform operators) enter it; a
-    company's ``admin`` role works in the app, where everything is scoped to its company."""
-
-    site_header = "Shelf annotator: platform administration"
-
-    def has_permission(self, request) -> bool:
-        return request.user.is_active and request.user.is_superuser
 
 
 @admin.register(models.Company)

@@ -10,7 +10,7 @@ class AnnotatorConfig(AppConfig):
 
 
 class PlatformAdminConfig(admin_apps.AdminConfig):
-    """Django's admin, for platform operators only (see ``annotator.admin.PlatformAdminSite``)."""
+    """Django's admin, for platform operators only (see ``annotator.admin_site.PlatformAdminSite``)."""
 
     default = False
-    default_site = "annotator.admin.PlatformAdminSite"
+    default_site = "annotator.admin_site.PlatformAdminSite"

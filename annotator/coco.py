@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from inference.images import ImageError, image_size
+from annotator.services.frames import check_frame_image
+from inference.images import ImageError
 
 BBOX_TOLERANCE_PX = 0.5  # rounding in exported coordinates; more than this is a real error
 
@@ -80,7 +81,9 @@ class CocoDataset:
 
 
 def load_coco(path: str | Path, *, check_images: bool = True, default_location: str = "default") -> CocoDataset:
-    """Read and validate a COCO shelf dataset. Raises CocoError naming the file and the problem."""
+    """Read and validate a COCO shelf dataset. Raises CocoError naming the file and the problem.
+    With ``check_images`` every image is read: it must be a frame the site takes (JPEG, PNG or WebP,
+    at most FRAME_MAX_PIXELS; the pixels are counted before anything is decoded) and whole."""
     path = Path(path)
     if path.is_dir():
         path = path / "annotations.json"
@@ -157,9 +160,10 @@ def _parse_image(entry: dict, json_path: Path, where: str, default_location: str
     width, height = entry.get("width"), entry.get("height")
     if check_images or not (width and height):
         try:
-            actual = image_size(image_path)
+            info = check_frame_image(image_path)
         except ImageError as error:
             raise CocoError(f"{image_path}: {error}") from None
+        actual = info.width, info.height
         if width and height and (int(width), int(height)) != actual:
             raise CocoError(
                 f"{where}: image {file_name} is {actual[0]}x{actual[1]} but the json says {width}x{height}"

@@ -141,6 +141,10 @@ class Frame(models.Model):
     captured_at = models.DateTimeField(null=True, blank=True, db_index=True)
     checksum = models.CharField(max_length=64, help_text="SHA-256 of the image bytes")
     source_uri = models.CharField(max_length=1024, blank=True, help_text="Where the frame came from")
+    original_name = models.CharField(
+        max_length=255, blank=True,
+        help_text="The name the image came with (a COCO file_name, an upload's): it orders frames without a "
+                  "capture time; never a stored path")
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED, db_index=True)
     status_reason = models.TextField(blank=True)
     confidence = models.FloatField(
@@ -150,6 +154,13 @@ class Frame(models.Model):
     leased_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
                                   related_name="leased_frames")
     lease_expires_at = models.DateTimeField(null=True, blank=True)
+    prelabel_token = models.CharField(
+        max_length=200, blank=True,
+        help_text="The pre-labelling run that holds the frame (empty: none); a run whose token is gone writes nothing")
+    prelabel_claimed_at = models.DateTimeField(
+        null=True, blank=True,
+        help_text="When that run claimed the frame, or, without a run, when its task could not be sent: the stall "
+                  "sweep sends again a frame whose claim is older than PRELABEL_STALL_MINUTES")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

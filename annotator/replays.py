@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from annotator.coco import CocoDataset, CocoError, load_coco
-from annotator.models import Company, Frame, Label
+from annotator.models import Company, Label
 from inference.embedder import Embedder, load_embedder
 from inference.images import ImageError, crop_boxes, open_image
 from inference.replay import ReplayFrame, cached_vectors
@@ -93,36 +93,19 @@ def detect_replay(*, prepared: PreparedReplay, weights: str | Path) -> dict[int,
 
 
 def company_replay(*, company: Company, cache: Path) -> tuple[list[ReplayFrame], dict[int, np.ndarray], Embedder]:
-    """The company's labelled frames as a replay (truth = current labels; deleted boxes left out)
-    with every labelled crop embedded by the configured embedder, cached per embedder and labels."""
+    """The company's labelled frames as a replay (``services.learning.company_frames``) with every
+    labelled crop embedded by the configured embedder, cached per embedder and labels."""
     from annotator import engines
-    from annotator.services.training_data import local_image
+    from annotator.services.learning import company_frames
 
-    labels = (
-        Label.objects.filter(is_current=True, product__isnull=False, box__frame__company=company,
-                             box__frame__status=Frame.Status.LABELLED)
-        .select_related("box__frame__camera__store")
-        .order_by("box__frame_id", "box_id")
-    )
-    by_frame: dict[int, list[Label]] = {}
-    for label in labels:
-        by_frame.setdefault(label.box.frame_id, []).append(label)
-    frames, sources = [], {}
-    for frame_id, frame_labels in by_frame.items():
-        frame = frame_labels[0].box.frame
-        sources[frame_id] = frame
-        frames.append(ReplayFrame(
-            frame_id=frame_id, file_name=frame.image.name, store=frame.camera.store.code, camera=frame.camera.code,
-            shelf=str(frame.shelf_id), captured_at=frame.captured_at, width=frame.width, height=frame.height,
-            boxes=np.array([label.box.bbox for label in frame_labels], np.float64).reshape(-1, 4),
-            truth=np.array([label.product_id for label in frame_labels], np.int64),
-        ))
+    frames, paths = company_frames(company=company, cache=cache)
     model = engines.embedder()
 
     def embed(replay_frame: ReplayFrame) -> np.ndarray:
-        image = open_image(local_image(frame=sources[replay_frame.frame_id], cache_dir=cache / "frames"))
+        image = open_image(paths[replay_frame.frame_id])
         return model.embed(crop_boxes(image, [tuple(b) for b in replay_frame.boxes]))
 
-    latest = max((label.updated_at for label in labels), default=None)
-    key = f"company|{company.pk}|{model.name}|{len(labels)}|{latest.isoformat() if latest else ''}"
+    labels = Label.objects.filter(is_current=True, box__frame__company=company)
+    latest = labels.order_by("-updated_at").values_list("updated_at", flat=True).first()
+    key = f"company|{company.pk}|{model.name}|{labels.count()}|{latest.isoformat() if latest else ''}"
     return frames, cached_vectors(frames, embed, cache, key=key), model

@@ -3,7 +3,8 @@
 Late acks (settings): a task whose pool process dies is delivered again at once, and on Redis one
 whose whole worker dies comes back after ``CELERY_VISIBILITY_TIMEOUT``. The filesystem broker deletes
 a message as it hands it over, so there a killed worker's task is gone: ``requeue_stalled_frames``
-(beat) queues again any frame left queued or processing too long, whatever the broker."""
+(beat) queues again any frame whose pre-labelling claim is too old (its run died or hangs, or its
+task could not be sent), whatever the broker."""
 from __future__ import annotations
 
 import logging
@@ -23,9 +24,13 @@ logger = logging.getLogger(__name__)
 @shared_task(bind=True, max_retries=3, default_retry_delay=10)
 def prelabel_frame(self, frame_id: int) -> int | None:
     try:
-        prelabel.prelabel_frame(frame_id=frame_id)
+        # The task's id lets a delivery of this task again (its worker died) take over its own claim at once.
+        prelabel.prelabel_frame(frame_id=frame_id, run_id=self.request.id)
     except Frame.DoesNotExist:
         logger.info("frame %s no longer exists; nothing to pre-label", frame_id)
+        return None
+    except prelabel.ClaimLost as lost:
+        logger.info("%s", lost)  # another run pre-labels it: not a failure, nothing to retry
         return None
     except ImageError:
         raise  # the frame is marked failed with its reason; retrying cannot help

@@ -9,6 +9,7 @@ from django.core.paginator import Paginator
 from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 from django.views.static import serve
 
@@ -18,7 +19,7 @@ from annotator.forms import REPORT_COLUMNS, ReportFilterForm
 from annotator.models import Frame
 from annotator.permissions import can_manage_models, can_read_reports, can_see_models, has_role
 from annotator.services.review import REVIEWERS
-from inference.images import crop_boxes, open_image
+from inference.images import crop_boxes, open_image, web_image_type
 from annotator.services.learning import queue_promotion
 from annotator.services.model_sets import ModelSetStateError, rollback
 from annotator.services.prelabel import retry_frame
@@ -26,10 +27,17 @@ from annotator.services.prelabel import retry_frame
 
 def media_file(request: HttpRequest, path: str) -> HttpResponse:
     """A frame or product image on local disk, for users of its company only (S3 media is served by
-    the store itself, through signed URLs)."""
+    the store itself, through signed URLs). Whatever a stored file holds, a browser gets it as an
+    image or a download, never as a page of this site: the type comes from the extension, not from
+    sniffing, and the sandbox keeps any script in it from running with a colleague's session."""
     if not selectors.may_see_media(request.user, name=path):
         raise Http404("No such image.")
     response = serve(request, path, document_root=settings.MEDIA_ROOT)
+    content_type = web_image_type(path)  # for frames, the server chose the extension from the decoded format
+    response["Content-Type"] = content_type or "application/octet-stream"
+    response["Content-Disposition"] = "inline" if content_type else "attachment"
+    response["X-Content-Type-Options"] = "nosniff"
+    response["Content-Security-Policy"] = "sandbox"
     response["Cache-Control"] = "private, max-age=3600"
     return response
 
@@ -63,7 +71,10 @@ def frame_retry(request: HttpRequest, frame_id: int) -> HttpResponse:
         messages.success(request, f"Frame #{frame.pk} is queued for pre-labelling again.")
     else:
         messages.info(request, f"Frame #{frame.pk} has not failed: nothing to retry.")
-    return redirect(request.POST.get("next") or "annotator:frame-list")
+    back = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}, require_https=request.is_secure()):
+        back = "annotator:frame-list"  # another site's address would make this an open redirect
+    return redirect(back)
 
 
 def _report_filters(request: HttpRequest) -> ReportFilterForm:

@@ -199,6 +199,9 @@ if AWS_STORAGE_BUCKET_NAME:
             "addressing_style": "path" if AWS_S3_ENDPOINT_URL else None,
             "file_overwrite": False,
             "querystring_auth": True,
+            # The bucket serves each object under the Content-Type it was stored with (the image's
+            # format; see annotator.services.frames) and, like local media, inline.
+            "object_parameters": {"ContentDisposition": "inline"},
         },
     }
 else:
@@ -320,6 +323,9 @@ KNN_NEIGHBOURS = env_int("KNN_NEIGHBOURS", 10)
 TOP_K_CANDIDATES = env_int("TOP_K_CANDIDATES", 10)
 EMBEDDING_BATCH_SIZE = env_int("EMBEDDING_BATCH_SIZE", 64)
 FRAME_UPLOAD_MAX_BYTES = env_int("FRAME_UPLOAD_MAX_BYTES", 30 * 1024 * 1024)  # POST /api/frames/
+# Frames (uploaded, ingested, imported) with more pixels are refused before they are decoded: a small
+# file can decode to gigabytes. 40 MP is well above what shelf cameras and phones take.
+FRAME_MAX_PIXELS = env_int("FRAME_MAX_PIXELS", 40_000_000)
 FRAME_LEASE_MINUTES = env_int("FRAME_LEASE_MINUTES", 20)  # how long an opened frame stays an annotator's
 # The queue prefers cameras whose pre-labelled frames of the last this many days were least confident.
 SCHEDULE_CONFIDENCE_DAYS = env_int("SCHEDULE_CONFIDENCE_DAYS", 7)

@@ -6,6 +6,17 @@ import io
 
 from rest_framework.renderers import BaseRenderer
 
+# A spreadsheet reads a cell starting with one of these as a formula (OWASP, "CSV Injection").
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: object) -> object:
+    """The value, with a text that a spreadsheet would run as a formula (a product named
+    ``=HYPERLINK(...)``) prefixed with a single quote, which makes it plain text there."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
 
 class CSVRenderer(BaseRenderer):
     """A list of flat objects as CSV, columns in the order of the first object's keys."""
@@ -21,5 +32,5 @@ class CSVRenderer(BaseRenderer):
         if data:
             writer = csv.DictWriter(out, fieldnames=list(data[0]), extrasaction="ignore")
             writer.writeheader()
-            writer.writerows(data)
+            writer.writerows({key: spreadsheet_safe(value) for key, value in row.items()} for row in data)
         return out.getvalue().encode(self.charset)

@@ -36,6 +36,10 @@ class BoxViewSerializer(serializers.Serializer):
     bbox = serializers.ListField(child=serializers.FloatField(), source="box.bbox")
     source = serializers.CharField(source="box.source")
     detector_score = serializers.FloatField(source="box.detector_score", allow_null=True)
+    prediction_id = serializers.IntegerField(
+        source="prediction.pk", default=None, allow_null=True, read_only=True,
+        help_text="the prediction whose suggestion and candidates these are; send it back with a submit "
+                  "(shown_predictions)")
     suggestion = ProductSerializer(allow_null=True)
     candidates = serializers.SerializerMethodField()
     label = serializers.SerializerMethodField()
@@ -122,6 +126,13 @@ class BoxAnswerSerializer(serializers.Serializer):
 
 class SubmitSerializer(serializers.Serializer):
     boxes = BoxAnswerSerializer(many=True, max_length=2000)
+    shown_predictions = serializers.ListField(
+        child=serializers.IntegerField(min_value=1, max_value=MAX_ID), max_length=2000, required=False,
+        help_text="What the client showed: the prediction_id of every box of the frame as it loaded it (those "
+                  "not null; [] when it showed no suggestion). Each answer is judged confirmed or corrected "
+                  "against those suggestions; if the frame was pre-labelled again since (its current "
+                  "predictions are others), the submit is refused with 409 and the client reloads the frame. "
+                  "Left out (a client that shows no suggestions), answers are judged against the current ones.")
 
 
 class SubmitReportSerializer(serializers.Serializer):

@@ -139,7 +139,8 @@ class FrameLease(APIView):
 
     @extend_schema(request=None, responses={200: FrameDetailSerializer, 409: None})
     def post(self, request: Request, frame_id: int) -> Response:
-        """Open the frame for labelling; 409 while another annotator holds it."""
+        """Open the frame for labelling; 409 while another annotator holds it, or unless it is ready
+        (pre-labelled, not labelled yet)."""
         selectors.frame_for(request.user, frame_id=frame_id)
         try:
             frame = workspace.lease_frame(frame_id=frame_id, user=request.user)
@@ -158,7 +159,8 @@ class FrameSubmit(APIView):
 
     @extend_schema(request=SubmitSerializer, responses={200: SubmitReportSerializer, 400: None, 409: None})
     def post(self, request: Request, frame_id: int) -> Response:
-        """Submit an answer for every box of the frame (and any new boxes), in one transaction."""
+        """Submit an answer for every box of the frame (and any new boxes), in one transaction; 409 when
+        the frame is not (or no longer) the user's to label, or was pre-labelled again since it was shown."""
         selectors.frame_for(request.user, frame_id=frame_id)
         payload = SubmitSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
@@ -168,7 +170,8 @@ class FrameSubmit(APIView):
             for a in payload.validated_data["boxes"]
         ]
         try:
-            report = workspace.submit_frame(frame_id=frame_id, user=request.user, answers=answers)
+            report = workspace.submit_frame(frame_id=frame_id, user=request.user, answers=answers,
+                                            shown_predictions=payload.validated_data.get("shown_predictions"))
         except workspace.InvalidSubmission as error:
             raise ValidationError({"detail": str(error)}) from None
         except workspace.WorkspaceError as error:

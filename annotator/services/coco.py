@@ -10,11 +10,12 @@ from pathlib import Path, PurePosixPath
 from django.db import transaction
 from django.db.models import Prefetch
 
-from annotator.coco import CocoDataset
+from annotator.coco import CocoDataset, CocoError
 from annotator.models import Box, Category, Company, Frame, Label, Product
 from annotator.services.frames import register_frame
 from annotator.services.labels import Decision, record_labels
 from annotator.services.locations import get_or_create_shelf
+from inference.images import ImageError
 
 
 @dataclass
@@ -63,14 +64,17 @@ def import_coco(*, dataset: CocoDataset, company: Company, with_labels: bool = T
                 shelf = get_or_create_shelf(
                     company=company, store_code=coco_image.store, camera_code=coco_image.camera, shelf_code=coco_image.shelf
                 )
-                frame, created = register_frame(
-                    company=company,
-                    shelf=shelf,
-                    data=coco_image.path.read_bytes(),
-                    file_name=coco_image.file_name,
-                    captured_at=_aware(coco_image.captured_at),
-                    status=Frame.Status.LABELLED if with_labels and coco_image.boxes else Frame.Status.QUEUED,
-                )
+                try:
+                    frame, created = register_frame(
+                        company=company,
+                        shelf=shelf,
+                        data=coco_image.path.read_bytes(),
+                        original_name=coco_image.file_name,
+                        captured_at=_aware(coco_image.captured_at),
+                        status=Frame.Status.LABELLED if with_labels and coco_image.boxes else Frame.Status.QUEUED,
+                    )
+                except ImageError as error:  # a dataset loaded without check_images
+                    raise CocoError(f"{coco_image.path}: {error}") from None
                 if not created:
                     report.frames_skipped += 1
                     continue

@@ -23,11 +23,12 @@ def current_embedder_version(pipeline=None) -> ModelVersion:
 
 
 def store_embeddings(*, boxes: Sequence[Box], vectors: np.ndarray, embedder_version: ModelVersion) -> None:
-    """Keep each box's embedding; storing a box again replaces its row."""
-    BoxEmbedding.objects.filter(box__in=boxes, embedder=embedder_version).delete()
+    """Keep each box's embedding; storing a box again replaces its row (an upsert: two processes
+    embedding the same crop at once, a pre-labelling and a collection build, both succeed)."""
     BoxEmbedding.objects.bulk_create(
-        BoxEmbedding(box=box, embedder=embedder_version, vector=np.asarray(vector, np.float16).tobytes())
-        for box, vector in zip(boxes, vectors)
+        [BoxEmbedding(box=box, embedder=embedder_version, vector=np.asarray(vector, np.float16).tobytes())
+         for box, vector in zip(boxes, vectors)],
+        update_conflicts=True, unique_fields=["box", "embedder"], update_fields=["vector"],
     )
 
 

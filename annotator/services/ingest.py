@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 from datetime import UTC, datetime
 
 from django.db import transaction
@@ -85,9 +86,9 @@ def ingest_s3(*, client, bucket: str, prefix: str = "", queue=None) -> IngestRep
                 report.missing.append(key)
                 continue
             try:
-                frame, created = _register(origin=origin, data=data, key=key, source_uri=uri)
-            except ImageError as error:
-                logger.warning("%s is not a readable image: %s", uri, error)
+                frame, created = _register(origin=origin, data=data, source_uri=uri)
+            except ImageError as error:  # no image, or none this site takes (format, FRAME_MAX_PIXELS)
+                logger.warning("%s is refused: %s", uri, error)
                 report.unreadable.append(key)
                 _record(uri, etag, IngestedObject.Outcome.UNREADABLE)
                 continue
@@ -106,12 +107,10 @@ def _record(uri: str, etag: str, outcome: str, frame: Frame | None = None) -> No
 
 
 @transaction.atomic
-def _register(*, origin: FrameKey, data: bytes, key: str, source_uri: str) -> tuple[Frame, bool]:
+def _register(*, origin: FrameKey, data: bytes, source_uri: str) -> tuple[Frame, bool]:
     company = get_or_create_company(name=origin.company)
     shelf = get_or_create_shelf(
         company=company, store_code=origin.store, camera_code=origin.camera, shelf_code=origin.camera
     )
-    return register_frame(
-        company=company, shelf=shelf, data=data, file_name=key.rsplit("/", 1)[-1],
-        captured_at=origin.captured_at, source_uri=source_uri,
-    )
+    return register_frame(company=company, shelf=shelf, data=data, captured_at=origin.captured_at, source_uri=source_uri,
+                          original_name=PurePosixPath(source_uri).name)

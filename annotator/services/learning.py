@@ -80,7 +80,7 @@ def company_frames(*, company: Company, cache: Path) -> tuple[list[ReplayFrame],
         frame = frame_labels[0].box.frame
         paths[frame_id] = local_image(frame=frame, cache_dir=cache / "frames")
         frames.append(ReplayFrame(
-            frame_id=frame_id, file_name=frame.image.name, store=frame.camera.store.code, camera=frame.camera.code,
+            frame_id=frame_id, file_name=frame.original_name or frame.image.name, store=frame.camera.store.code, camera=frame.camera.code,
             shelf=str(frame.shelf_id), captured_at=frame.captured_at, width=frame.width, height=frame.height,
             boxes=np.array([label.box.bbox for label in frame_labels], np.float64).reshape(-1, 4),
             truth=np.array([label.product_id for label in frame_labels], np.int64),

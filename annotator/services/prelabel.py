@@ -1,24 +1,29 @@
 """Pre-labelling a frame: detect (when the frame has no boxes yet and a detector is configured),
-then the pipeline's ranked candidates for every box, stored as Predictions."""
+then the pipeline's ranked candidates for every box, stored as Predictions.
+
+A run first claims its frame (a run token and a claim time on the frame, set by a conditional
+update) and writes its boxes and predictions only if it still holds the claim, so two runs on one
+frame (a task sent twice, a run judged stalled that wakes up) write it once."""
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
+import uuid
 from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from annotator import engines, selectors
 from annotator.models import Box, Frame, ModelVersion, PipelineVersion, Prediction
-from annotator.services import model_sets, search_index
+from annotator.services import frame_states, model_sets, search_index
 from annotator.services.embeddings import crop_vectors, store_embeddings
 from annotator.services.model_sets import Serving
-from annotator.services.frames import set_status
 from annotator.services.workspace import schedule_frame
 from inference.calibration import Calibrator
 from inference.candidates import Candidate, frame_confidence
@@ -58,14 +63,54 @@ def current_pipeline_version(config: PipelineConfig | None = None, serving: Serv
     return version
 
 
-def prelabel_frame(*, frame_id: int) -> Frame:
+class ClaimLost(Exception):
+    """Another run holds the frame, or took it over from this run (the stall sweep judged this one
+    stalled): this run wrote nothing, and its result, if any, is dropped."""
+
+
+# The state a frame is in while a run holds it, by the state the run found it in: a frame with a
+# result (ready or labelled) keeps it while a new pipeline version pre-labels it again.
+ON_CLAIM = {Frame.Status.QUEUED: Frame.Status.PROCESSING, Frame.Status.FAILED: Frame.Status.PROCESSING,
+            Frame.Status.PROCESSING: Frame.Status.PROCESSING, Frame.Status.READY: Frame.Status.READY,
+            Frame.Status.LABELLED: Frame.Status.LABELLED}
+# Where a run that wrote its predictions leaves the frame: a frame submitted meanwhile stays labelled.
+ON_SUCCESS = {Frame.Status.PROCESSING: Frame.Status.READY, Frame.Status.READY: Frame.Status.READY,
+              Frame.Status.LABELLED: Frame.Status.LABELLED}
+# Where a run that failed, or found nothing to do, leaves a frame that keeps its result.
+KEEP_RESULT = {Frame.Status.READY: Frame.Status.READY, Frame.Status.LABELLED: Frame.Status.LABELLED}
+RELEASED = {"prelabel_token": "", "prelabel_claimed_at": None}
+
+
+def run_token(run_id: str | None) -> str:
+    """This run's token: unique to the run, prefixed by the task id it runs for (if any)."""
+    nonce = uuid.uuid4().hex
+    return f"{run_id[:150]}/{nonce}" if run_id else nonce
+
+
+def claim_frame(*, frame_id: int, token: str, run_id: str | None = None) -> Frame:
+    """Claim the frame for the run with ``token`` (a conditional update): a frame nobody holds, one
+    whose claim is older than ``PRELABEL_STALL_MINUTES``, or one held by an earlier delivery of the
+    same task (``run_id``: the broker gives a task again only once its worker is gone). Raises
+    ClaimLost while another run holds it, Frame.DoesNotExist for a frame that is gone."""
+    now = timezone.now()
+    free = Q(prelabel_token="") | Q(prelabel_claimed_at__lt=now - timedelta(minutes=settings.PRELABEL_STALL_MINUTES))
+    if run_id:
+        free |= Q(prelabel_token__startswith=f"{run_id[:150]}/")
+    if frame_states.step(frame_id=frame_id, steps=ON_CLAIM, where=free, status_reason="",
+                         prelabel_token=token, prelabel_claimed_at=now) is None:
+        Frame.objects.only("pk").get(pk=frame_id)  # a frame that is gone is not a lost claim
+        raise ClaimLost(f"frame {frame_id} is being pre-labelled by another run")
+    return Frame.objects.select_related("camera__store").get(pk=frame_id)
+
+
+def prelabel_frame(*, frame_id: int, run_id: str | None = None) -> Frame:
     """Predict every box of the frame. Idempotent: re-running replaces the frame's predictions of
-    this pipeline version. A failure is recorded on the frame, with its reason, and re-raised."""
-    frame = Frame.objects.select_related("camera__store").get(pk=frame_id)
-    # A labelled frame may be predicted again (a new pipeline version); it stays labelled.
-    labelled = frame.status == Frame.Status.LABELLED
-    if not labelled:
-        set_status(frame=frame, status=Frame.Status.PROCESSING)
+    this pipeline version. The run first claims the frame (see ``claim_frame``) and writes its
+    boxes and predictions only if it still holds the claim; otherwise it raises ClaimLost, having
+    written nothing. A failure is recorded on the frame, with its reason, and re-raised; a frame
+    that is ready or labelled stays so (its earlier predictions stand). ``run_id``: the Celery task's id."""
+    token = run_token(run_id)
+    frame = claim_frame(frame_id=frame_id, token=token, run_id=run_id)
     try:
         # Labels confirmed a moment ago must be searchable for this frame.
         search_index.deliver_outbox(company_id=frame.company_id)
@@ -78,11 +123,11 @@ def prelabel_frame(*, frame_id: int) -> Frame:
         image = open_image(data)
         boxes = list(frame.boxes.order_by("pk"))
         detector = engines.detector()
-        if not boxes and detector is not None:
-            boxes = Box.objects.bulk_create(
-                Box(frame=frame, x=d.x, y=d.y, w=d.w, h=d.h, detector_score=d.score, source=Box.Source.DETECTOR)
-                for d in detector.detect(image)
-            )
+        detected = not boxes and detector is not None
+        if detected:
+            # Saved only with the predictions, by a run that still holds the frame: two runs never both add them.
+            boxes = [Box(frame=frame, x=d.x, y=d.y, w=d.w, h=d.h, detector_score=d.score, source=Box.Source.DETECTOR)
+                     for d in detector.detect(image)]
         serving = model_sets.serving(company_id=frame.company_id)
         pipeline = serving.pipeline
         moment = frame.captured_at or frame.created_at
@@ -103,25 +148,43 @@ def prelabel_frame(*, frame_id: int) -> Frame:
         ranked = pipeline.rank(vectors, bboxes, context, history, previous)
         probabilities = calibrated(ranked, serving.calibrator)
         with transaction.atomic():
-            store_embeddings(boxes=boxes, vectors=vectors, embedder_version=version.embedder)
-            Frame.objects.filter(pk=frame.pk).update(confidence=frame_confidence(ranked))
-            Prediction.objects.filter(box__frame=frame, pipeline_version=version).delete()
-            Prediction.objects.bulk_create(
-                Prediction(
-                    box=box, pipeline_version=version,
-                    product_id=candidates[0].product_id if candidates else None,
-                    score=candidates[0].score if candidates else None,
-                    probability=probability,
-                    candidates=[c.as_dict() for c in candidates],
+            if detected and frame.boxes.exists():
+                # A person drew boxes on it meanwhile (a ready frame without any): theirs stand.
+                frame_states.step(frame_id=frame.pk, steps=KEEP_RESULT, where=Q(prelabel_token=token), **RELEASED)
+                state = None
+            else:
+                # First, so that a run that lost its claim writes nothing, and two runs cannot both write.
+                state = frame_states.step(frame_id=frame.pk, steps=ON_SUCCESS, where=Q(prelabel_token=token),
+                                          confidence=frame_confidence(ranked), **RELEASED)
+            if state is not None:
+                if detected:
+                    boxes = Box.objects.bulk_create(boxes)
+                store_embeddings(boxes=boxes, vectors=vectors, embedder_version=version.embedder)
+                Prediction.objects.filter(box__frame=frame, pipeline_version=version).delete()
+                Prediction.objects.bulk_create(
+                    Prediction(
+                        box=box, pipeline_version=version,
+                        product_id=candidates[0].product_id if candidates else None,
+                        score=candidates[0].score if candidates else None,
+                        probability=probability,
+                        candidates=[c.as_dict() for c in candidates],
+                    )
+                    for box, candidates, probability in zip(boxes, ranked, probabilities)
                 )
-                for box, candidates, probability in zip(boxes, ranked, probabilities)
-            )
-            if not labelled:
-                set_status(frame=frame, status=Frame.Status.READY)
-                schedule_frame(frame=frame)
+                if state == Frame.Status.READY:
+                    schedule_frame(frame=frame)
+        if state is None:
+            raise ClaimLost(f"frame {frame.pk} was taken over by another run (or given boxes by a person) "
+                            "while this run pre-labelled it; this run wrote nothing")
+        frame.status = state
+    except ClaimLost:
+        raise
     except Exception as error:
-        if not labelled:
-            set_status(frame=frame, status=Frame.Status.FAILED, reason=f"{type(error).__name__}: {error}"[:2000])
+        reason = f"{type(error).__name__}: {error}"[:2000]
+        # Only while this run holds the frame: a run taken over must not fail a frame another finished.
+        if not frame_states.change(frame_id=frame.pk, to=Frame.Status.FAILED, expected=[Frame.Status.PROCESSING],
+                                   where=Q(prelabel_token=token), status_reason=reason, **RELEASED):
+            frame_states.step(frame_id=frame.pk, steps=KEEP_RESULT, where=Q(prelabel_token=token), **RELEASED)
         raise
     return frame
 
@@ -153,39 +216,44 @@ def previous_frame(*, frame: Frame, embedder_version: ModelVersion, pipeline=Non
 def retry_frame(*, frame: Frame) -> bool:
     """Queue a failed frame for pre-labelling again (after commit). Returns False for a frame that
     has not failed: retrying a queued, processing or finished frame would only duplicate work."""
-    updated = Frame.objects.filter(pk=frame.pk, status=Frame.Status.FAILED).update(
-        status=Frame.Status.QUEUED, status_reason="")
-    if updated:
+    moved = frame_states.change(frame_id=frame.pk, to=Frame.Status.QUEUED, expected=[Frame.Status.FAILED],
+                                status_reason="", **RELEASED)
+    if moved:
         transaction.on_commit(lambda: queue_prelabelling(frame_id=frame.pk))
-    return bool(updated)
+    return moved
 
 
 def queue_prelabelling(*, frame_id: int) -> None:
     """Send the frame to a pre-labelling worker. With the broker away the frame stays queued (what
-    called this has committed) and ``requeue_stalled_frames`` sends it later."""
+    called this has committed), stamped as unsent, and ``requeue_stalled_frames`` sends it later."""
     from annotator.tasks import prelabel_frame as prelabel_task
 
     try:
         prelabel_task.delay(frame_id)
     except Exception as error:  # kombu's OperationalError, or celery's RuntimeError from the result store
         logger.warning("could not queue frame %s for pre-labelling (%s); the stall sweep will", frame_id, error)
+        # A claim time without a run: nobody will pre-label it unless the sweep sends it again.
+        Frame.objects.filter(pk=frame_id, status=Frame.Status.QUEUED, prelabel_token="").update(
+            prelabel_claimed_at=timezone.now())
 
 
 def requeue_stalled_frames(*, older_than: timedelta) -> list[int]:
-    """Queue again every frame left queued or processing for longer than ``older_than``: its task was
-    lost (a worker killed on the filesystem broker, which had already deleted the message; a broker
-    away when it was sent) or its worker hangs. Each says so in its reason, and waits ``older_than``
-    again before another sweep queues it once more. Returns the frame ids."""
-    now = timezone.now()
-    with transaction.atomic():
-        stalled = Frame.objects.filter(
-            status__in=[Frame.Status.QUEUED, Frame.Status.PROCESSING], updated_at__lt=now - older_than)
-        # Locked, so a worker finishing one meanwhile is not put back to queued.
-        frame_ids = list(stalled.select_for_update(skip_locked=True).values_list("pk", flat=True))
-        minutes = round(older_than.total_seconds() / 60)
-        Frame.objects.filter(pk__in=frame_ids).update(
-            status=Frame.Status.QUEUED, updated_at=now,
-            status_reason=f"queued again: not pre-labelled after {minutes} minutes")
+    """Queue again every queued or processing frame whose claim is older than ``older_than``: the run
+    holding it died (a worker killed on the filesystem broker, which had already deleted the message)
+    or hangs, or its task could not be sent (the broker was away). The stalled run loses its claim
+    and writes nothing if it ever wakes up. A frame merely waiting in a long queue has no claim and
+    is left alone. Each says so in its reason. Returns the frame ids."""
+    stale = Frame.objects.filter(status__in=[Frame.Status.QUEUED, Frame.Status.PROCESSING],
+                                 prelabel_claimed_at__lt=timezone.now() - older_than)
+    minutes = round(older_than.total_seconds() / 60)
+    frame_ids = []
+    for frame_id, token, claimed_at in stale.values_list("pk", "prelabel_token", "prelabel_claimed_at"):
+        # Only the claim seen stale: a run that claimed or finished the frame meanwhile keeps it.
+        if frame_states.change(frame_id=frame_id, to=Frame.Status.QUEUED,
+                               expected=[Frame.Status.QUEUED, Frame.Status.PROCESSING],
+                               where=Q(prelabel_token=token, prelabel_claimed_at=claimed_at),
+                               status_reason=f"queued again: not pre-labelled after {minutes} minutes", **RELEASED):
+            frame_ids.append(frame_id)
     if frame_ids:
         logger.warning("pre-labelling of frames %s stalled; queued again", frame_ids)
     for frame_id in frame_ids:

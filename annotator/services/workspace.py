@@ -1,13 +1,15 @@
 """The annotator's workspace: which frames people label, who holds a frame, and submitting it.
 
 A frame is leased to one annotator at a time, for ``FRAME_LEASE_MINUTES``; a second person opening
-it is refused with who holds it. Submit is one transaction that records a Label per box (confirmed,
-corrected, added or deleted, judged against the suggestion shown), marks the frame labelled, and
-queues the search-space changes, delivered right after commit so the next frame learns from them.
+it is refused with who holds it. Only a ready frame (pre-labelled, not labelled yet; see
+``frame_states``) is leased or submitted. Submit is one transaction that marks the frame labelled (a
+conditional update, so a frame is submitted once), records a Label per box (confirmed, corrected,
+added or deleted, judged against the suggestion shown, which the client names), and queues the
+search-space changes, delivered right after commit so the next frame learns from them.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -18,6 +20,7 @@ from django.utils import timezone
 
 from annotator import selectors
 from annotator.models import Box, Frame, Label, Product
+from annotator.services import frame_states
 from annotator.services.labels import Decision, record_labels
 
 
@@ -31,6 +34,15 @@ class FrameLeased(WorkspaceError):
 
 class FrameAlreadyLabelled(WorkspaceError):
     pass
+
+
+class FrameNotReady(WorkspaceError):
+    pass
+
+
+class StalePredictions(WorkspaceError):
+    """The frame was pre-labelled again after the client loaded it: its answers were judged against
+    suggestions it no longer shows."""
 
 
 class InvalidSubmission(WorkspaceError):
@@ -59,25 +71,43 @@ def _lease_expiry():
     return timezone.now() + timedelta(minutes=settings.FRAME_LEASE_MINUTES)
 
 
+def _free_for(user) -> Q:
+    """Frames nobody else holds: no lease, an expired one, or the user's own."""
+    return Q(leased_by__isnull=True) | Q(lease_expires_at__lte=timezone.now()) | Q(leased_by=user)
+
+
 def _held_by_someone_else(frame: Frame, user) -> bool:
     return (frame.leased_by_id not in (None, user.pk) and frame.lease_expires_at is not None
             and frame.lease_expires_at > timezone.now())
 
 
-@transaction.atomic
+def _take_lease(*, frame_id: int, user, extra: Q | None = None) -> bool:
+    """Lease the frame to the user if it is open for labelling and nobody else holds it (a conditional update)."""
+    frames = Frame.objects.filter(pk=frame_id, status=frame_states.OPEN_FOR_LABELLING).filter(_free_for(user))
+    if extra is not None:
+        frames = frames.filter(extra)
+    return bool(frames.update(leased_by=user, lease_expires_at=_lease_expiry(), updated_at=timezone.now()))
+
+
 def lease_frame(*, frame_id: int, user) -> Frame:
     """Give the user the frame for ``FRAME_LEASE_MINUTES`` (renewing their own lease). Raises
-    FrameLeased while another annotator holds it, FrameAlreadyLabelled once it is submitted."""
-    frame = selectors.frames_for(user).select_for_update(of=("self",)).get(pk=frame_id)
-    if frame.status == Frame.Status.LABELLED:
-        raise FrameAlreadyLabelled(f"Frame {frame.pk} is already labelled.")
-    if _held_by_someone_else(frame, user):
-        local = timezone.localtime(frame.lease_expires_at).strftime("%H:%M")
-        raise FrameLeased(f"{frame.leased_by.get_username()} is labelling frame {frame.pk} (until {local}).")
-    frame.leased_by = user
-    frame.lease_expires_at = _lease_expiry()
-    frame.save(update_fields=["leased_by", "lease_expires_at", "updated_at"])
-    return frame
+    FrameLeased while another annotator holds it, FrameAlreadyLabelled once it is submitted,
+    FrameNotReady before it is pre-labelled (or when it failed)."""
+    frame_id = selectors.frames_for(user).values_list("pk", flat=True).get(pk=frame_id)
+    for _ in range(2):
+        leased = _take_lease(frame_id=frame_id, user=user)
+        frame = Frame.objects.select_related("leased_by").get(pk=frame_id)
+        if leased:
+            return frame
+        if frame.status == Frame.Status.LABELLED:
+            raise FrameAlreadyLabelled(f"Frame {frame.pk} is already labelled.")
+        if frame.status != frame_states.OPEN_FOR_LABELLING:
+            raise FrameNotReady(f"Frame {frame.pk} is {frame.status}, not ready to label yet.")
+        if _held_by_someone_else(frame, user):
+            local = timezone.localtime(frame.lease_expires_at).strftime("%H:%M")
+            raise FrameLeased(f"{frame.leased_by.get_username()} is labelling frame {frame.pk} (until {local}).")
+        # Released between the update and the read: try once more.
+    raise FrameLeased(f"Frame {frame_id} is changing hands; try again.")
 
 
 def camera_confidences(*, cameras: QuerySet) -> dict[int, float]:
@@ -101,22 +131,25 @@ def lease_next_frame(*, user) -> Frame | None:
     """The next scheduled, pre-labelled frame of the user's companies that nobody else holds,
     leased to the user: their own unfinished lease first, then frames of the cameras whose recent
     predictions were least confident (labels there teach the pipeline most), oldest first."""
-    now = timezone.now()
-    free = Q(leased_by__isnull=True) | Q(lease_expires_at__lte=now) | Q(leased_by=user)
-    waiting = selectors.frames_for(user).filter(status=Frame.Status.READY, scheduled=True).filter(free)
+    waiting = (selectors.frames_for(user).filter(status=frame_states.OPEN_FOR_LABELLING, scheduled=True)
+               .filter(_free_for(user)))
     confidences = camera_confidences(cameras=waiting.values("camera"))
     # Without any confidence there is nothing to order by (PostgreSQL refuses ORDER BY a constant NULL).
     by_confidence = [Case(*(When(camera_id=camera, then=Value(mean)) for camera, mean in confidences.items()),
                           default=None, output_field=FloatField()).asc(nulls_last=True)] if confidences else []
     candidates = waiting.order_by(Case(When(leased_by=user, then=0), default=1), *by_confidence,
                                   F("captured_at").asc(nulls_last=True), "pk")
-    frame = candidates.select_for_update(skip_locked=True, of=("self",)).first()
-    if frame is None:
-        return None
-    frame.leased_by = user
-    frame.lease_expires_at = _lease_expiry()
-    frame.save(update_fields=["leased_by", "lease_expires_at", "updated_at"])
-    return frame
+    lost: list[int] = []
+    for _ in range(3):
+        frame = candidates.exclude(pk__in=lost).select_for_update(skip_locked=True, of=("self",)).first()
+        if frame is None:
+            return None
+        # A conditional update as well: a frame submitted or leased since the query is not handed out.
+        if _take_lease(frame_id=frame.pk, user=user, extra=Q(scheduled=True)):
+            frame.refresh_from_db()
+            return frame
+        lost.append(frame.pk)
+    return None
 
 
 def release_frame(*, frame: Frame, user) -> None:
@@ -144,25 +177,43 @@ class SubmitReport:
     deleted: int
 
 
-def submit_frame(*, frame_id: int, user, answers: Sequence[BoxAnswer]) -> SubmitReport:
+def submit_frame(*, frame_id: int, user, answers: Sequence[BoxAnswer],
+                 shown_predictions: Collection[int] | None = None) -> SubmitReport:
     """Record the annotator's answers for every box of the frame in one transaction. Nothing is
-    written unless everything is valid; a frame is submitted once."""
+    written unless everything is valid; a frame is submitted once, and only when it is ready.
+    ``shown_predictions``: the ids of the predictions the client showed; when they are no longer the
+    frame's current ones it was pre-labelled again meanwhile, and StalePredictions is raised (the
+    answers would be judged against suggestions nobody saw). None: judged against the current ones."""
     with transaction.atomic():
-        frame = (selectors.frames_for(user).select_for_update(of=("self",))
-                 .select_related("camera__store").get(pk=frame_id))
-        if frame.status == Frame.Status.LABELLED:
-            raise FrameAlreadyLabelled(f"Frame {frame.pk} was already submitted.")
-        if _held_by_someone_else(frame, user):
-            raise FrameLeased(f"{frame.leased_by.get_username()} holds frame {frame.pk}; your answers were not saved.")
-        decisions = _decisions(frame, answers)
+        frame = selectors.frames_for(user).select_related("camera__store").get(pk=frame_id)
+        # The state change comes first: of two submits at once, the second finds the frame labelled.
+        submitted = frame_states.change(
+            frame_id=frame.pk, to=Frame.Status.LABELLED, expected=[frame_states.OPEN_FOR_LABELLING],
+            where=_free_for(user), leased_by=None, lease_expires_at=None)
+        if not submitted:
+            raise _refused_submit(frame_id=frame.pk, user=user)
+        boxes = selectors.frame_boxes(frame=frame)
+        if shown_predictions is not None:
+            current = {view.prediction.pk for view in boxes if view.prediction is not None}
+            if set(shown_predictions) != current:
+                raise StalePredictions(f"Frame {frame.pk} was pre-labelled again after you opened it; your "
+                                       "answers were not saved. Reload it to see the new suggestions.")
+        decisions = _decisions(frame, boxes, answers)
         record_labels(decisions=decisions, annotator=user)
-        frame.status = Frame.Status.LABELLED
-        frame.leased_by = None
-        frame.lease_expires_at = None
-        frame.save(update_fields=["status", "leased_by", "lease_expires_at", "updated_at"])
         transaction.on_commit(_deliver_outbox)
     counts = {action: sum(1 for d in decisions if d.action == action) for action in Label.Action.values}
     return SubmitReport(frame.pk, counts["confirmed"], counts["corrected"], counts["added"], counts["deleted"])
+
+
+def _refused_submit(*, frame_id: int, user) -> WorkspaceError:
+    frame = Frame.objects.select_related("leased_by").get(pk=frame_id)
+    if frame.status == Frame.Status.LABELLED:
+        return FrameAlreadyLabelled(f"Frame {frame.pk} was already submitted.")
+    if frame.status != frame_states.OPEN_FOR_LABELLING:
+        return FrameNotReady(f"Frame {frame.pk} is {frame.status}, not ready to label; your answers were not saved.")
+    if _held_by_someone_else(frame, user):
+        return FrameLeased(f"{frame.leased_by.get_username()} holds frame {frame.pk}; your answers were not saved.")
+    return WorkspaceError(f"Frame {frame.pk} changed while you submitted it; your answers were not saved.")
 
 
 def _deliver_outbox() -> None:
@@ -171,8 +222,8 @@ def _deliver_outbox() -> None:
     queue_delivery()
 
 
-def _decisions(frame: Frame, answers: Sequence[BoxAnswer]) -> list[Decision]:
-    boxes = {view.box.pk: view for view in selectors.frame_boxes(frame=frame)}
+def _decisions(frame: Frame, views: Sequence[selectors.BoxView], answers: Sequence[BoxAnswer]) -> list[Decision]:
+    boxes = {view.box.pk: view for view in views}
     product_ids = {a.product_id for a in answers if a.product_id is not None}
     products = Product.objects.in_bulk(product_ids)
     unknown = sorted(pid for pid in product_ids if pid not in products or products[pid].company_id != frame.company_id)

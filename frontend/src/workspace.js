@@ -23,6 +23,7 @@ const config = root.dataset;
 
 const state = {
   frame: null,
+  shownPredictions: [],  // the ids of the predictions loaded with the frame: sent back with the submit
   products: new Map(),   // id -> product, from the frame and the searches
   boxes: [],             // in reading order (box.n)
   selected: null,        // a box key
@@ -126,6 +127,7 @@ function workingBox(raw) {
 
 function load(frame, { editable }) {
   state.frame = frame;
+  state.shownPredictions = frame.boxes.map((raw) => raw.prediction_id).filter((id) => id !== null && id !== undefined);
   state.products = new Map(frame.products.map((p) => [p.id, p]));
   state.boxes = readingOrder(frame.boxes.map(workingBox));
   state.boxes.forEach((box, index) => { box.n = index + 1; });
@@ -582,7 +584,10 @@ async function submit() {
   root.classList.add("busy");
   showMessage(`Submitting frame #${frameId}…`, "info", [], { sticky: true });
   try {
-    const { data } = await request("POST", frameUrl(frameId, "submit/"), { body: { boxes: answers() } });
+    // What was shown goes with the answers: the server judges confirmed or corrected against it, and
+    // refuses (409) if the frame was pre-labelled again since.
+    const body = { boxes: answers(), shown_predictions: state.shownPredictions };
+    const { data } = await request("POST", frameUrl(frameId, "submit/"), { body });
     clearDraft(frameId);
     state.busy = false;
     root.classList.remove("busy");
@@ -593,7 +598,7 @@ async function submit() {
     state.busy = false;
     root.classList.remove("busy");
     if (error instanceof ApiError && error.status === 409) {
-      lock(`${error.detail} Your answers were not saved.`);
+      await reloadAfterConflict(frameId, error.detail);
     } else if (error instanceof ApiError) {
       showMessage(`Not submitted: ${error.detail}`, "error", [], { sticky: true });
     } else {
@@ -603,6 +608,35 @@ async function submit() {
     }
     render();
   }
+}
+
+// A refused submit: if the frame can still be leased, it was pre-labelled again meanwhile. Load it
+// again with its new suggestions, keeping the answers of boxes whose suggestion did not change; the
+// others are to do again (they were decided against a suggestion that is gone). Otherwise lock it.
+async function reloadAfterConflict(frameId, detail) {
+  const before = new Map(state.boxes.filter((box) => box.id !== null).map((box) => [box.key, box.suggestion]));
+  let data;
+  try {
+    ({ data } = await request("POST", frameUrl(frameId, "lease/")));
+  } catch {
+    lock(`${detail} Your answers were not saved.`);
+    return;
+  }
+  load(data, { editable: true });
+  const changed = state.boxes.filter((box) => box.id !== null && box.state !== "untouched" && box.state !== "deleted"
+    && before.has(box.key) && before.get(box.key) !== box.suggestion);
+  for (const box of changed) {
+    box.state = "untouched";
+    box.productId = null;
+  }
+  saveDraft();
+  const todo = state.boxes.find(isTodo);
+  if (todo) select(todo.key); else render();
+  const text = `Frame #${frameId} was pre-labelled again while you worked and is reloaded with its new suggestions. `
+    + (changed.length ? `Answer again: ${listBoxes(changed)} (their suggestion changed); your other answers are kept.`
+      : "Your answers are kept: check them and submit again.");
+  // After the note of the restored draft, which load() queues the same way.
+  queueMicrotask(() => showMessage(text, "warn", [], { sticky: true }));
 }
 
 // Keep the lease while the annotator works; say so at once if someone else got the frame.

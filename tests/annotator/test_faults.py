@@ -283,7 +283,7 @@ def test_a_worker_killed_on_the_filesystem_broker_has_its_frame_queued_again_by_
     assert not list((tmp_path / "worker-var" / "celery" / "queue").iterdir())
     log = tmp_path / "rescuer.log"
     workers.append(start_worker(env, name="rescuer", log=log))
-    Frame.objects.filter(pk=scene["incoming"].pk).update(updated_at=timezone.now() - timedelta(minutes=31))
+    Frame.objects.filter(pk=scene["incoming"].pk).update(prelabel_claimed_at=timezone.now() - timedelta(minutes=31))
     # What beat sends every few minutes.
     assert sender.send_task("annotator.tasks.requeue_stalled_frames").get(timeout=60) == [scene["incoming"].pk]
     wait_for(lambda: status_of(scene["incoming"]) == Frame.Status.READY, timeout=30, what="the frame", log=log)
@@ -295,7 +295,8 @@ def test_the_stall_sweep_queues_again_only_frames_left_queued_or_processing(queu
     long_ago = timezone.now() - timedelta(minutes=45)
     frames = {status: FrameFactory(status=status, checksum=str(i) * 64) for i, status in enumerate(Frame.Status.values)}
     recent = FrameFactory(status=Frame.Status.PROCESSING, checksum="r" * 64)
-    Frame.objects.exclude(pk=recent.pk).update(updated_at=long_ago)
+    # Claimed that long ago (by a run, or, without one, when its task could not be sent).
+    Frame.objects.exclude(pk=recent.pk).update(updated_at=long_ago, prelabel_claimed_at=long_ago)
 
     swept = prelabel.requeue_stalled_frames(older_than=timedelta(minutes=30))
 
@@ -460,9 +461,9 @@ def test_a_frame_whose_image_vanished_from_media_fails_once_with_its_reason(test
     runs: list[int] = []
     real = prelabel.prelabel_frame
 
-    def counted(*, frame_id: int) -> Frame:
+    def counted(*, frame_id: int, **options) -> Frame:
         runs.append(frame_id)
-        return real(frame_id=frame_id)
+        return real(frame_id=frame_id, **options)
 
     monkeypatch.setattr(prelabel, "prelabel_frame", counted)
 

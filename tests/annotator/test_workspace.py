@@ -258,3 +258,37 @@ def test_managers_read_but_do_not_label(client, shelf, company, products):
     assert client.get(f"/api/frames/{frame.pk}/").status_code == 200  # reading is fine
     frame.refresh_from_db()
     assert frame.leased_by is None and not Label.objects.exists()
+
+
+def test_a_submit_against_suggestions_no_longer_current_is_a_409_until_the_frame_is_reloaded(
+        client, shelf, company, products, monkeypatch):
+    monkeypatch.setattr("annotator.services.workspace._deliver_outbox", lambda: None)
+    frame = ready_frame(shelf, products)
+    client.force_login(annotator(company))
+    shown = client.post(f"/api/frames/{frame.pk}/lease/").json()["boxes"]
+    first = shown[0]
+    assert first["prediction_id"] == Prediction.objects.get(box_id=first["id"]).pk
+    # Pre-labelled again meanwhile (a promoted model set): the first box now suggests another product.
+    newer = PipelineVersion.objects.create(name="v2", config_digest="promoted")
+    for i, box in enumerate(frame.boxes.order_by("pk")):
+        Prediction.objects.create(box=box, pipeline_version=newer, product=products[1 if i == 0 else i], score=0.8,
+                                  candidates=[])
+    answers = [{"id": box["id"], "product_id": box["suggestion"]["id"]} for box in shown]  # all confirmed as shown
+
+    stale = client.post(f"/api/frames/{frame.pk}/submit/",
+                        {"boxes": answers, "shown_predictions": [box["prediction_id"] for box in shown]},
+                        content_type="application/json")
+
+    assert stale.status_code == 409 and "pre-labelled again" in stale.json()["detail"]
+    assert not Label.objects.exists()
+    frame.refresh_from_db()
+    assert frame.status == Frame.Status.READY and frame.leased_by is not None
+    # The client reloads the frame and sends what it shows now.
+    reloaded = client.post(f"/api/frames/{frame.pk}/lease/").json()["boxes"]
+    response = client.post(f"/api/frames/{frame.pk}/submit/",
+                           {"boxes": answers, "shown_predictions": [box["prediction_id"] for box in reloaded]},
+                           content_type="application/json")
+    assert response.status_code == 200, response.content
+    assert (response.json()["confirmed"], response.json()["corrected"]) == (2, 1)
+    label = Label.objects.get(box_id=first["id"])
+    assert (label.action, label.suggested_product_id, label.suggested_by) == ("corrected", products[1].pk, newer)
