@@ -1,7 +1,29 @@
 """The app's models in Django's admin, which serves superusers only (``annotator.admin_site``)."""
+from __future__ import annotations
+
 from django.contrib import admin
+from django.db import transaction
 
 from annotator import models
+from annotator.services import search_index
+
+
+class TakesPointsOutOfTheSearchSpace:
+    """Deleting here bypasses the labelling services: queue the removal of the affected boxes'
+    points through the outbox first, or the search space keeps suggesting deleted crops."""
+
+    def affected_boxes(self, queryset) -> list[int]:
+        raise NotImplementedError
+
+    def delete_model(self, request, obj) -> None:
+        with transaction.atomic():
+            search_index.forget_boxes(box_ids=self.affected_boxes(type(obj).objects.filter(pk=obj.pk)))
+            super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset) -> None:
+        with transaction.atomic():
+            search_index.forget_boxes(box_ids=self.affected_boxes(queryset))
+            super().delete_queryset(request, queryset)
 
 
 @admin.register(models.Company)
@@ -58,18 +80,24 @@ class ProductAdmin(admin.ModelAdmin):
 
 
 @admin.register(models.Frame)
-class FrameAdmin(admin.ModelAdmin):
+class FrameAdmin(TakesPointsOutOfTheSearchSpace, admin.ModelAdmin):
     list_display = ["id", "camera", "shelf", "captured_at", "status"]
     list_filter = ["status", "company"]
     readonly_fields = ["checksum", "width", "height", "created_at", "updated_at"]
     search_fields = ["source_uri", "image"]
 
+    def affected_boxes(self, queryset) -> list[int]:
+        return list(models.Box.objects.filter(frame__in=queryset).values_list("pk", flat=True))
+
 
 @admin.register(models.Box)
-class BoxAdmin(admin.ModelAdmin):
+class BoxAdmin(TakesPointsOutOfTheSearchSpace, admin.ModelAdmin):
     list_display = ["id", "frame", "x", "y", "w", "h", "source", "detector_score"]
     list_filter = ["source"]
     raw_id_fields = ["frame"]
+
+    def affected_boxes(self, queryset) -> list[int]:
+        return list(queryset.values_list("pk", flat=True))
 
 
 @admin.register(models.Prediction)
@@ -80,10 +108,14 @@ class PredictionAdmin(admin.ModelAdmin):
 
 
 @admin.register(models.Label)
-class LabelAdmin(admin.ModelAdmin):
+class LabelAdmin(TakesPointsOutOfTheSearchSpace, admin.ModelAdmin):
     list_display = ["id", "box", "product", "action", "annotator", "is_current", "created_at"]
     list_filter = ["action", "is_current"]
     raw_id_fields = ["box", "product", "suggested_product"]
+
+    def affected_boxes(self, queryset) -> list[int]:
+        # A box whose current label goes is left without one: its point goes too. Older labels are history only.
+        return list(queryset.filter(is_current=True).values_list("box_id", flat=True))
 
     def has_change_permission(self, request, obj=None) -> bool:
         return False  # history is never overwritten

@@ -26,17 +26,32 @@ class Company(models.Model):
         return self.name
 
 
+class MembershipRole(models.TextChoices):
+    ANNOTATOR = "annotator", "Annotator"  # labels frames
+    QA_LEAD = "qa_lead", "QA lead"  # labels and reviews labels
+    MANAGER = "manager", "Manager"  # reads reports, labels nothing
+    ADMIN = "admin", "Admin"  # all of the above, and promotes model sets
+
+
 class Membership(models.Model):
-    """A user works for a company; everything they see is scoped to their companies."""
+    """A user works for a company in one role; everything they see is scoped to their companies, and
+    what they may do there is their role in that company (``annotator.permissions``): a manager of
+    one company may be an annotator of another."""
+
+    Role = MembershipRole
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
     company = models.ForeignKey(Company, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=20, choices=Role.choices)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["user", "company"], name="unique_membership")]
+        constraints = [
+            models.UniqueConstraint(fields=["user", "company"], name="unique_membership"),
+            models.CheckConstraint(condition=Q(role__in=MembershipRole.values), name="membership_role_known"),
+        ]
 
     def __str__(self) -> str:
-        return f"{self.user} @ {self.company}"
+        return f"{self.user} @ {self.company} ({self.role})"
 
 
 class Store(models.Model):

@@ -304,10 +304,19 @@ class LabelNoiseReport:
     unscored: int
 
 
+# SQLite's default build takes ~32k parameters per statement, and the review reads every labelled box.
+IDS_PER_QUERY = 10_000
+
+
 def stored_vectors(*, box_ids: Sequence[int], embedder_version: ModelVersion) -> dict[int, np.ndarray]:
     """The crop embeddings kept for these boxes by one embedder version (float32), by box id."""
-    rows = BoxEmbedding.objects.filter(box_id__in=list(box_ids), embedder=embedder_version).values_list("box_id", "vector")
-    return {box_id: np.frombuffer(bytes(vector), np.float16).astype(np.float32) for box_id, vector in rows}
+    box_ids = list(box_ids)
+    vectors: dict[int, np.ndarray] = {}
+    for start in range(0, len(box_ids), IDS_PER_QUERY):
+        rows = BoxEmbedding.objects.filter(box_id__in=box_ids[start : start + IDS_PER_QUERY],
+                                           embedder=embedder_version).values_list("box_id", "vector")
+        vectors.update((box_id, np.frombuffer(bytes(vector), np.float16).astype(np.float32)) for box_id, vector in rows)
+    return vectors
 
 
 def current_embedder() -> ModelVersion | None:

@@ -40,12 +40,20 @@ def prelabel_frame(self, frame_id: int) -> int | None:
     return frame_id
 
 
-@shared_task(bind=True, max_retries=None, default_retry_delay=30)
-def deliver_search_outbox(self) -> int:
+DELIVERY_RETRY_SECONDS = 10  # then 20, 40: a short outage is bridged, a long one left to beat's sweep
+
+
+@shared_task(bind=True, max_retries=3)
+def deliver_search_outbox(self, company_id: int | None = None) -> int:
+    # A bounded retry: while Qdrant is away every sweep (each minute) and every submit would
+    # otherwise leave a task retrying for ever. The rows wait in the outbox; the sweep delivers them.
     try:
-        return search_index.deliver_outbox()
+        return search_index.deliver_outbox(company_id=company_id)
     except Exception as error:
-        raise self.retry(exc=error)
+        if self.request.retries >= self.max_retries:
+            logger.warning("search-space delivery failed %s times (%s); beat's sweep delivers later",
+                           self.request.retries + 1, error)
+        raise self.retry(exc=error, countdown=DELIVERY_RETRY_SECONDS * 2 ** self.request.retries)
 
 
 @shared_task

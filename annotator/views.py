@@ -17,8 +17,7 @@ from annotator import selectors
 from annotator.charts import confirm_rate_chart
 from annotator.forms import REPORT_COLUMNS, ReportFilterForm
 from annotator.models import Frame
-from annotator.permissions import can_manage_models, can_read_reports, can_see_models, has_role
-from annotator.services.review import REVIEWERS
+from annotator.permissions import can_label, can_manage_models, can_read_reports, can_review, can_see_models
 from inference.images import crop_boxes, open_image, web_image_type
 from annotator.services.learning import queue_promotion
 from annotator.services.model_sets import ModelSetStateError, rollback
@@ -57,16 +56,23 @@ def frame_detail(request: HttpRequest, frame_id: int) -> HttpResponse:
     return render(request, "annotator/frame_detail.html", {"frame": frame, "boxes": boxes})
 
 
+def _labeller(request: HttpRequest, *, company: int | None = None) -> None:
+    if not can_label(request.user, company=company):
+        raise PermissionDenied("Labelling is for annotators and QA leads; managers read the frames and reports.")
+
+
 def workspace(request: HttpRequest, frame_id: int | None = None) -> HttpResponse:
     """The labelling workspace. Without a frame it takes the next scheduled one; the page leases
     frames through the API, which refuses a frame another annotator holds."""
     frame = selectors.frame_for(request.user, frame_id=frame_id) if frame_id is not None else None
+    _labeller(request, company=frame.company_id if frame is not None else None)
     return render(request, "annotator/workspace.html", {"frame": frame})
 
 
 @require_POST
 def frame_retry(request: HttpRequest, frame_id: int) -> HttpResponse:
     frame = selectors.frame_for(request.user, frame_id=frame_id)
+    _labeller(request, company=frame.company_id)
     if retry_frame(frame=frame):
         messages.success(request, f"Frame #{frame.pk} is queued for pre-labelling again.")
     else:
@@ -122,8 +128,8 @@ def reports_chart(request: HttpRequest) -> HttpResponse:
     return HttpResponse(svg, content_type="image/svg+xml")
 
 
-def _reviewer(request: HttpRequest) -> None:
-    if not has_role(request.user, *REVIEWERS):
+def _reviewer(request: HttpRequest, *, company: int | None = None) -> None:
+    if not can_review(request.user, company=company):
         raise PermissionDenied("Reviewing labels is for QA leads.")
 
 
@@ -137,6 +143,7 @@ def review_product(request: HttpRequest, product_id: int) -> HttpResponse:
     """One product's labelled crops in a grid, most suspicious first, to relabel, remove or mark OK."""
     _reviewer(request)
     product, crops = selectors.product_review(request.user, product_id=product_id)
+    _reviewer(request, company=product.company_id)
     return render(request, "annotator/review_product.html", {"product": product, "crops": crops})
 
 
@@ -177,8 +184,8 @@ def models_status(request: HttpRequest) -> JsonResponse:
     return JsonResponse(selectors.learning_status(request.user))
 
 
-def _model_admin(request: HttpRequest) -> None:
-    if not can_manage_models(request.user):
+def _model_admin(request: HttpRequest, *, company: int | None = None) -> None:
+    if not can_manage_models(request.user, company=company):
         raise PermissionDenied("Promoting and rolling back model sets is for admins.")
 
 
@@ -186,6 +193,7 @@ def _model_admin(request: HttpRequest) -> None:
 def model_set_promote(request: HttpRequest, model_set_id: int) -> HttpResponse:
     _model_admin(request)
     model_set = selectors.model_set_for(request.user, model_set_id=model_set_id)
+    _model_admin(request, company=model_set.company_id)
     if model_set.company.model_set_id == model_set.pk:
         messages.info(request, f"{model_set.company} already runs {model_set.name}.")
     else:
@@ -199,6 +207,7 @@ def model_set_promote(request: HttpRequest, model_set_id: int) -> HttpResponse:
 def models_rollback(request: HttpRequest, company_id: int) -> HttpResponse:
     _model_admin(request)
     company = selectors.company_for(request.user, company_id=company_id)
+    _model_admin(request, company=company.pk)
     try:
         company = rollback(company=company)
     except ModelSetStateError as error:

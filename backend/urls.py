@@ -16,6 +16,11 @@ urlpatterns = [
     path("", include("annotator.urls")),
 ]
 
+# Under /api/, what no API view answers is answered in JSON too (a path no route matches, a request
+# Django refuses before any view reads it).
+handler400 = "annotator.api.errors.bad_request"
+handler404 = "annotator.api.errors.page_not_found"
+
 if not settings.AWS_STORAGE_BUCKET_NAME:
     # Media on local disk: served by Django to the users of each image's company (S3 media uses signed URLs).
     urlpatterns.append(re_path(r"^media/(?P<path>.*)$", annotator_views.media_file, name="media"))

@@ -15,13 +15,18 @@ Searches are always filtered by company.
 """
 from __future__ import annotations
 
+import json
+import os
 import re
+import shlex
 import shutil
+import socket
+import sys
 import threading
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -32,6 +37,63 @@ from qdrant_client import QdrantClient, models
 from inference.candidates import Neighbour
 
 FILTER_FIELDS = ("company_id", "store_id", "shelf_id", "category_id", "product_id", "frame_id")
+OWNER_FILE = "owner.json"  # who holds an embedded engine's folder, for the message the next process gets
+
+
+class SearchSpaceLocked(RuntimeError):
+    """An embedded engine's folder is held by another process (each engine locks its folder)."""
+
+
+def claim_folder(folder: Path) -> None:
+    """Record this process as the holder of ``folder`` (opened: its lock is ours)."""
+    owner = {"pid": os.getpid(), "host": socket.gethostname(), "command": _command_line(),
+             "since": datetime.now(UTC).isoformat(timespec="seconds")}
+    partial = folder / f".{OWNER_FILE}.{os.getpid()}"
+    partial.write_text(json.dumps(owner))
+    partial.replace(folder / OWNER_FILE)
+
+
+def release_folder(folder: Path) -> None:
+    """Forget the owner record if it is this process's."""
+    owner = _recorded_owner(folder) or {}
+    if owner.get("pid") == os.getpid() and owner.get("host") == socket.gethostname():
+        (folder / OWNER_FILE).unlink(missing_ok=True)
+
+
+def locked_error(folder: Path) -> SearchSpaceLocked:
+    """The one-line error for a folder another process holds, naming that process."""
+    owner = _recorded_owner(folder)
+    if owner is None:
+        holder = "another process (it recorded no owner)"
+    else:
+        holder = f"pid {owner.get('pid')} on {owner.get('host')} ({owner.get('command')}; since {owner.get('since')})"
+        if owner.get("host") == socket.gethostname() and not _running(owner.get("pid")):
+            holder = f"another process (the one recorded, {holder}, has exited)"
+    return SearchSpaceLocked(f"the embedded search space {folder} is held by {holder}: one process owns it "
+                             "(stop that one first, or set QDRANT_URL to share a Qdrant server)")
+
+
+def _recorded_owner(folder: Path) -> dict | None:
+    try:
+        owner = json.loads((folder / OWNER_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return owner if isinstance(owner, dict) else None
+
+
+def _running(pid) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except PermissionError:
+        return True
+    except (OSError, TypeError, ValueError):
+        return False
+    return True
+
+
+def _command_line() -> str:
+    command = " ".join(shlex.join(sys.argv).split())  # one line, even for `python -c` code
+    return command[:300] + (" ..." if len(command) > 300 else "")
 
 
 @dataclass(frozen=True)
@@ -69,7 +131,14 @@ def connect_qdrant(url: str | None = None, path: str | Path | None = None, api_k
     if path is None or str(path) == ":memory:":
         return QdrantClient(location=":memory:")
     Path(path).mkdir(parents=True, exist_ok=True)
-    return QdrantClient(path=str(path))
+    try:
+        client = QdrantClient(path=str(path))
+    except RuntimeError as error:
+        if "already accessed" in str(error):  # its portalocker lock on the folder
+            raise locked_error(Path(path)) from None
+        raise
+    claim_folder(Path(path))
+    return client
 
 
 def collection_name(embedder_name: str) -> str:
@@ -205,23 +274,34 @@ class EdgeSearchSpace:
 
     def _open_once(self, create: bool):
         if self._shard is None:
-            if (self.path / "edge_config.json").exists():
-                self._shard = edge.EdgeShard.load(str(self.path))
-            elif create:
-                self.path.mkdir(parents=True, exist_ok=True)
-                quantization = (edge.ScalarQuantizationConfig(type=edge.ScalarType.Int8, quantile=0.99, always_ram=True)
-                                if self.quantize else None)
-                config = edge.EdgeConfig(vectors={self.VECTOR: edge.EdgeVectorParams(
-                    size=self.dim, distance=edge.Distance.Cosine, quantization_config=quantization)})
-                self._shard = edge.EdgeShard.create(str(self.path), config)
-                for field in FILTER_FIELDS:
-                    self._shard.update(edge.UpdateOperation.create_field_index(field, edge.PayloadSchemaType.Integer))
+            try:
+                if (self.path / "edge_config.json").exists():
+                    self._shard = edge.EdgeShard.load(str(self.path))
+                elif create:
+                    self.path.mkdir(parents=True, exist_ok=True)
+                    quantization = (edge.ScalarQuantizationConfig(type=edge.ScalarType.Int8, quantile=0.99,
+                                                                  always_ram=True) if self.quantize else None)
+                    config = edge.EdgeConfig(vectors={self.VECTOR: edge.EdgeVectorParams(
+                        size=self.dim, distance=edge.Distance.Cosine, quantization_config=quantization)})
+                    self._shard = edge.EdgeShard.create(str(self.path), config)
+                    for field in FILTER_FIELDS:
+                        self._shard.update(edge.UpdateOperation.create_field_index(
+                            field, edge.PayloadSchemaType.Integer))
+            except Exception as error:
+                # Qdrant Edge locks the shard's write-ahead log: a second opener gets WouldBlock.
+                if "WouldBlock" in str(error):
+                    raise locked_error(self.path) from None
+                raise
+            if self._shard is not None:
+                claim_folder(self.path)
         return self._shard
 
     def ensure_collection(self) -> None:
         self._open(create=True)
 
     def recreate(self) -> None:
+        # Open it first: removing a folder another process holds would pull the shard from under it.
+        self._open(create=False)
         self.close()
         if self.path.exists():
             shutil.rmtree(self.path)
@@ -285,6 +365,7 @@ class EdgeSearchSpace:
             self._shard.flush()
             self._shard.close()
             self._shard = None
+            release_folder(self.path)
 
 
 def _edge_filter(**fields: int | None):

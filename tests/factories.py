@@ -9,7 +9,6 @@ from django.core.files.base import ContentFile
 from PIL import Image, ImageDraw
 
 from annotator import models
-from annotator.services.users import ensure_roles
 
 PALETTE = [(220, 40, 40), (40, 160, 60), (40, 80, 220), (230, 200, 30), (150, 60, 170), (30, 180, 190)]
 
@@ -112,23 +111,28 @@ class BoxFactory(factory.django.DjangoModelFactory):
 
 
 class UserFactory(factory.django.DjangoModelFactory):
+    """A user; with ``company``, a member of it in ``role`` (an annotator unless told). Roles belong
+    to memberships, so a user made without a company has none."""
+
     class Meta:
         model = get_user_model()
         skip_postgeneration_save = True
 
     username = factory.Sequence(lambda n: f"user-{n}")
-    password = factory.PostGenerationMethodCall("set_password", "correct-horse-battery")
+    password = factory.django.Password("correct-horse-battery")
 
-    @factory.post_generation
-    def role(self, create, extracted, **kwargs):
-        if create:
-            self.groups.add(ensure_roles()[extracted or "annotator"])
-            self.save()
-
+    # ``company`` before ``role``: post-generation hooks run in the order they are declared.
     @factory.post_generation
     def company(self, create, extracted, **kwargs):
         if create and extracted is not None:
-            models.Membership.objects.create(user=self, company=extracted)
+            models.Membership.objects.create(user=self, company=extracted, role=models.Membership.Role.ANNOTATOR)
+
+    @factory.post_generation
+    def role(self, create, extracted, **kwargs):
+        if create and extracted is not None:
+            if extracted not in models.Membership.Role.values:
+                raise ValueError(f"unknown role {extracted!r}")
+            self.memberships.update(role=extracted)
 
 
 class PipelineVersionFactory(factory.django.DjangoModelFactory):

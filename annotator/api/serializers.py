@@ -6,13 +6,13 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from annotator.converters import MAX_ID
-from annotator.models import Frame, Product
+from annotator.models import Frame, Label, Product
 from annotator import selectors
 from annotator.selectors import BoxView
 
 
 class ProductSerializer(serializers.ModelSerializer):
-    category = serializers.CharField(source="category.name", default=None, read_only=True)
+    category = serializers.CharField(source="category.name", default=None, allow_null=True, read_only=True)
     thumbnail_url = serializers.SerializerMethodField()
 
     class Meta:
@@ -31,6 +31,11 @@ class CandidateSerializer(serializers.Serializer):
     components = serializers.DictField(child=serializers.FloatField())
 
 
+class BoxLabelSerializer(serializers.Serializer):
+    product_id = serializers.IntegerField(allow_null=True, help_text="null: the box shows no product")
+    action = serializers.ChoiceField(choices=Label.Action.choices)
+
+
 class BoxViewSerializer(serializers.Serializer):
     id = serializers.IntegerField(source="box.pk")
     bbox = serializers.ListField(child=serializers.FloatField(), source="box.bbox")
@@ -44,9 +49,11 @@ class BoxViewSerializer(serializers.Serializer):
     candidates = serializers.SerializerMethodField()
     label = serializers.SerializerMethodField()
 
+    @extend_schema_field(CandidateSerializer(many=True))
     def get_candidates(self, view: BoxView) -> list[dict]:
         return view.prediction.candidates if view.prediction else []
 
+    @extend_schema_field(BoxLabelSerializer(allow_null=True))
     def get_label(self, view: BoxView) -> dict | None:
         if view.label is None:
             return None
@@ -56,7 +63,7 @@ class BoxViewSerializer(serializers.Serializer):
 class FrameSerializer(serializers.ModelSerializer):
     store = serializers.CharField(source="camera.store.code", read_only=True)
     store_id = serializers.IntegerField(source="camera.store_id", read_only=True)
-    leased_by = serializers.CharField(source="leased_by.username", default=None, read_only=True)
+    leased_by = serializers.CharField(source="leased_by.username", default=None, allow_null=True, read_only=True)
     camera = serializers.CharField(source="camera.code", read_only=True)
     shelf = serializers.CharField(source="shelf.code", read_only=True)
     image_url = serializers.SerializerMethodField()
@@ -101,9 +108,11 @@ class FrameDetailSerializer(FrameSerializer):
     class Meta(FrameSerializer.Meta):
         fields = [*FrameSerializer.Meta.fields, "boxes", "products"]
 
+    @extend_schema_field(BoxViewSerializer(many=True))
     def get_boxes(self, frame: Frame) -> list[dict]:
         return BoxViewSerializer(self.context["boxes"], many=True).data
 
+    @extend_schema_field(ProductSerializer(many=True))
     def get_products(self, frame: Frame) -> list[dict]:
         """Every product the boxes mention, with its thumbnail, so a client needs no more requests."""
         return ProductSerializer(selectors.products_of_boxes(self.context["boxes"]), many=True).data
@@ -202,6 +211,7 @@ class LabelNoiseReportSerializer(serializers.Serializer):
     pairs = serializers.SerializerMethodField()
     unscored = serializers.IntegerField(help_text="labelled crops without a stored embedding, left out")
 
+    @extend_schema_field(ConfusablePairSerializer(many=True))
     def get_pairs(self, report) -> list[dict]:
         return ConfusablePairSerializer([{"a": a, "b": b, "mutual_neighbours": n} for a, b, n in report.pairs],
                                         many=True).data
@@ -222,7 +232,19 @@ class ReviewReportSerializer(serializers.Serializer):
 class LabelHistorySerializer(serializers.Serializer):
     action = serializers.CharField()
     product_id = serializers.IntegerField(allow_null=True)
-    product = serializers.CharField(source="product.name", default=None)
-    by = serializers.CharField(source="annotator.username", default=None)
+    product = serializers.CharField(source="product.name", default=None, allow_null=True)
+    by = serializers.CharField(source="annotator.username", default=None, allow_null=True)
     at = serializers.DateTimeField(source="created_at")
     is_current = serializers.BooleanField()
+
+
+# What the errors look like, for the schema only (annotator.api.schema): every error but a field's
+# is {"detail": ...}; a request with wrong fields gets, per field, what is wrong with it.
+class ErrorSerializer(serializers.Serializer):
+    detail = serializers.CharField()
+
+
+class ValidationErrorSerializer(serializers.Serializer):
+    """{"detail": ...} for the request as a whole, or the fields' problems: per field a list of
+    messages (or, for a field of a list or of a nested object, its items' or fields' problems), those
+    of no one field under non_field_errors. Described by annotator.api.schema.ValidationErrorSchema."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import generics, status
 from rest_framework.authtoken.serializers import AuthTokenSerializer
 from rest_framework.parsers import FormParser, MultiPartParser
@@ -33,7 +33,8 @@ from annotator.api.serializers import (
     TokenSerializer,
 )
 from annotator.api.renderers import CSVRenderer
-from annotator.permissions import LabelsFrames, ReadsReports
+from annotator.api.schema import errors
+from annotator.permissions import LabelsFrames, ReadsReports, ReviewsLabels
 from annotator.services import frames, review, users, workspace
 from inference.images import ImageError
 
@@ -56,7 +57,8 @@ class PayloadTooLarge(APIException):
 class AuthToken(APIView):
     """API tokens for scripts and integrations: POST a username and password for the user's token
     (send it as ``Authorization: Token <key>``); DELETE, authenticated, revokes it. Failed attempts
-    count towards the same lockout as the login page."""
+    count towards the same lockout as the login page; a locked-out username gets a 429 whose
+    ``Retry-After`` says how many seconds to wait."""
 
     throttle_classes: list = []
 
@@ -70,20 +72,23 @@ class AuthToken(APIView):
     def get_permissions(self):
         return [AllowAny()] if self._asks_for_a_token() else [IsAuthenticated()]
 
-    @extend_schema(request=AuthTokenSerializer, responses={200: TokenSerializer, 400: None, 429: None})
+    @extend_schema(request=AuthTokenSerializer, responses={200: TokenSerializer, **errors(400, 429)}, parameters=[
+        OpenApiParameter("Retry-After", int, OpenApiParameter.HEADER, response=[429],
+                         description="seconds until the username may try again (none: until unlocked)")])
     def post(self, request: Request) -> Response:
         # Authenticated against Django's own request: django-axes marks a locked-out attempt on it,
-        # and its middleware then answers 429 as it does for the login page.
+        # and its middleware then answers 429, in JSON with Retry-After (``annotator.lockout``).
         credentials = AuthTokenSerializer(data=request.data, context={"request": request._request})
         credentials.is_valid(raise_exception=True)
         return Response({"token": users.issue_api_token(user=credentials.validated_data["user"])})
 
-    @extend_schema(request=None, responses={204: None})
+    @extend_schema(request=None, responses={204: None, **errors(403)})
     def delete(self, request: Request) -> Response:
         users.revoke_api_token(user=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
+@extend_schema_view(get=extend_schema(responses={200: FrameSerializer, **errors(404)}))
 class FrameList(generics.ListAPIView):
     """The user's frames; POST uploads a shelf photo (multipart), queued for pre-labelling."""
 
@@ -95,7 +100,7 @@ class FrameList(generics.ListAPIView):
         return selectors.frames_for(self.request.user, status=self.request.query_params.get("status"))
 
     @extend_schema(request={"multipart/form-data": FrameUploadSerializer},
-                   responses={201: FrameSerializer, 200: FrameSerializer, 400: None, 413: None})
+                   responses={201: FrameSerializer, 200: FrameSerializer, **errors(400, 403, 413)})
     def post(self, request: Request) -> Response:
         """Upload a frame; 201 when new, 200 with the existing frame when the same image was sent before."""
         limit = settings.FRAME_UPLOAD_MAX_BYTES
@@ -104,6 +109,7 @@ class FrameList(generics.ListAPIView):
             raise PayloadTooLarge(f"the upload is larger than the {limit}-byte limit")
         upload = FrameUploadSerializer(data=request.data, context={"request": request})
         upload.is_valid(raise_exception=True)
+        self.check_object_permissions(request, upload.validated_data["shelf"].camera.store)
         image = upload.validated_data["image"]
         try:
             frame, created = frames.upload_frame(
@@ -117,7 +123,7 @@ class FrameList(generics.ListAPIView):
 
 
 class FrameDetail(APIView):
-    @extend_schema(responses=FrameDetailSerializer)
+    @extend_schema(responses={200: FrameDetailSerializer, **errors(404)})
     def get(self, request: Request, frame_id: int) -> Response:
         return frame_detail_response(request, selectors.frame_for(request.user, frame_id=frame_id))
 
@@ -125,7 +131,7 @@ class FrameDetail(APIView):
 class NextFrame(APIView):
     permission_classes = [*api_settings.DEFAULT_PERMISSION_CLASSES, LabelsFrames]
 
-    @extend_schema(request=None, responses={200: FrameDetailSerializer, 204: None})
+    @extend_schema(request=None, responses={200: FrameDetailSerializer, 204: None, **errors(403)})
     def post(self, request: Request) -> Response:
         """Lease the next scheduled frame to label; 204 when there is none."""
         frame = workspace.lease_next_frame(user=request.user)
@@ -137,18 +143,18 @@ class NextFrame(APIView):
 class FrameLease(APIView):
     permission_classes = [*api_settings.DEFAULT_PERMISSION_CLASSES, LabelsFrames]
 
-    @extend_schema(request=None, responses={200: FrameDetailSerializer, 409: None})
+    @extend_schema(request=None, responses={200: FrameDetailSerializer, **errors(403, 404, 409)})
     def post(self, request: Request, frame_id: int) -> Response:
         """Open the frame for labelling; 409 while another annotator holds it, or unless it is ready
         (pre-labelled, not labelled yet)."""
-        selectors.frame_for(request.user, frame_id=frame_id)
+        self.check_object_permissions(request, selectors.frame_for(request.user, frame_id=frame_id))
         try:
             frame = workspace.lease_frame(frame_id=frame_id, user=request.user)
         except workspace.WorkspaceError as error:
             raise Conflict(str(error)) from None
         return frame_detail_response(request, frame)
 
-    @extend_schema(request=None, responses={204: None})
+    @extend_schema(request=None, responses={204: None, **errors(403, 404)})
     def delete(self, request: Request, frame_id: int) -> Response:
         workspace.release_frame(frame=selectors.frame_for(request.user, frame_id=frame_id), user=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
@@ -157,11 +163,11 @@ class FrameLease(APIView):
 class FrameSubmit(APIView):
     permission_classes = [*api_settings.DEFAULT_PERMISSION_CLASSES, LabelsFrames]
 
-    @extend_schema(request=SubmitSerializer, responses={200: SubmitReportSerializer, 400: None, 409: None})
+    @extend_schema(request=SubmitSerializer, responses={200: SubmitReportSerializer, **errors(400, 403, 404, 409)})
     def post(self, request: Request, frame_id: int) -> Response:
         """Submit an answer for every box of the frame (and any new boxes), in one transaction; 409 when
         the frame is not (or no longer) the user's to label, or was pre-labelled again since it was shown."""
-        selectors.frame_for(request.user, frame_id=frame_id)
+        self.check_object_permissions(request, selectors.frame_for(request.user, frame_id=frame_id))
         payload = SubmitSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         answers = [
@@ -179,6 +185,7 @@ class FrameSubmit(APIView):
         return Response(SubmitReportSerializer(report).data)
 
 
+@extend_schema_view(get=extend_schema(responses={200: ProductSerializer, **errors(404)}))
 class ProductList(generics.ListAPIView):
     serializer_class = ProductSerializer
 
@@ -187,7 +194,8 @@ class ProductList(generics.ListAPIView):
 
 
 class ProductSearch(APIView):
-    @extend_schema(parameters=[ProductSearchQuerySerializer], responses=ProductSerializer(many=True))
+    @extend_schema(parameters=[ProductSearchQuerySerializer],
+                   responses={200: ProductSerializer(many=True), **errors(400)})
     def get(self, request: Request) -> Response:
         """Type-ahead over the catalogue, the store's assortment first."""
         query = ProductSearchQuerySerializer(data=request.query_params)
@@ -208,7 +216,7 @@ class ConfirmRateReport(APIView):
         OpenApiParameter("by", str, enum=list(selectors.REPORT_GROUPS), description="how to group the decisions"),
         OpenApiParameter("start", OpenApiTypes.DATE, description="first day (inclusive)"),
         OpenApiParameter("end", OpenApiTypes.DATE, description="last day (inclusive)"),
-    ], responses=ConfirmRateRowSerializer(many=True))
+    ], responses={200: ConfirmRateRowSerializer(many=True), **errors(400, 403)})
     def get(self, request: Request) -> Response:
         query = ReportQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
@@ -223,9 +231,9 @@ class SuspiciousProductsReport(APIView):
     """For QA leads: products ranked by their share of labelled crops that look like another product,
     and the pairs of products whose crops are each other's nearest neighbours."""
 
-    permission_classes = [ReadsReports]
+    permission_classes = [ReviewsLabels]
 
-    @extend_schema(responses=LabelNoiseReportSerializer)
+    @extend_schema(responses={200: LabelNoiseReportSerializer, **errors(403)})
     def get(self, request: Request) -> Response:
         report = selectors.label_noise_report(request.user)
         return Response(LabelNoiseReportSerializer(report, context={"request": request}).data)
@@ -234,7 +242,7 @@ class SuspiciousProductsReport(APIView):
 class Review(APIView):
     """QA leads relabel, remove or mark OK many labelled boxes at once (audited in the label history)."""
 
-    @extend_schema(request=ReviewSerializer, responses=ReviewReportSerializer)
+    @extend_schema(request=ReviewSerializer, responses={200: ReviewReportSerializer, **errors(400, 403)})
     def post(self, request: Request) -> Response:
         body = ReviewSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -248,6 +256,6 @@ class Review(APIView):
 
 
 class BoxHistory(APIView):
-    @extend_schema(responses=LabelHistorySerializer(many=True))
+    @extend_schema(responses={200: LabelHistorySerializer(many=True), **errors(404)})
     def get(self, request: Request, box_id: int) -> Response:
         return Response(LabelHistorySerializer(selectors.box_label_history(request.user, box_id=box_id), many=True).data)

@@ -1,4 +1,6 @@
-"""COCO in and out. An import is one transaction: a bad file imports nothing."""
+"""COCO in and out. A dataset is validated before anything is written (``annotator.coco.load_coco``),
+so a bad file imports nothing; it is then written in transactions of ``FRAMES_PER_TRANSACTION``
+frames, so a long import never holds SQLite's write lock longer than the web waits for it."""
 from __future__ import annotations
 
 import json
@@ -10,12 +12,14 @@ from pathlib import Path, PurePosixPath
 from django.db import transaction
 from django.db.models import Prefetch
 
-from annotator.coco import CocoDataset, CocoError
+from annotator.coco import CocoDataset, CocoError, CocoImage
 from annotator.models import Box, Category, Company, Frame, Label, Product
 from annotator.services.frames import register_frame
 from annotator.services.labels import Decision, record_labels
 from annotator.services.locations import get_or_create_shelf
 from inference.images import ImageError
+
+FRAMES_PER_TRANSACTION = 50
 
 
 @dataclass
@@ -51,54 +55,68 @@ def products_for_categories(*, company: Company, dataset: CocoDataset) -> tuple[
     return products, created_count
 
 
-def import_coco(*, dataset: CocoDataset, company: Company, with_labels: bool = True) -> ImportReport:
+def import_coco(*, dataset: CocoDataset, company: Company, with_labels: bool = True,
+                frames_per_transaction: int = FRAMES_PER_TRANSACTION) -> ImportReport:
     """Register the dataset's frames (in replay order) with their boxes; annotations with a category
     become imported labels unless ``with_labels`` is False (the boxes then stand for detections
-    waiting for suggestions). Frames already known (same image bytes) are skipped."""
+    waiting for suggestions). Frames already known (same image bytes) are skipped, so after a
+    failure while writing (the transactions before it are kept) a re-run imports the rest."""
     report = ImportReport(missing_captured_at=dataset.missing_captured_at)
-    stored: list[Frame] = []
-    try:
-        with transaction.atomic():
-            products, report.products_created = products_for_categories(company=company, dataset=dataset)
-            for coco_image in dataset.in_replay_order():
-                shelf = get_or_create_shelf(
-                    company=company, store_code=coco_image.store, camera_code=coco_image.camera, shelf_code=coco_image.shelf
-                )
-                try:
-                    frame, created = register_frame(
-                        company=company,
-                        shelf=shelf,
-                        data=coco_image.path.read_bytes(),
-                        original_name=coco_image.file_name,
-                        captured_at=_aware(coco_image.captured_at),
-                        status=Frame.Status.LABELLED if with_labels and coco_image.boxes else Frame.Status.QUEUED,
-                    )
-                except ImageError as error:  # a dataset loaded without check_images
-                    raise CocoError(f"{coco_image.path}: {error}") from None
-                if not created:
-                    report.frames_skipped += 1
-                    continue
-                stored.append(frame)
-                report.frames_created += 1
-                report.frame_ids.append(frame.pk)
-                boxes = Box.objects.bulk_create(
-                    Box(frame=frame, x=b.bbox[0], y=b.bbox[1], w=b.bbox[2], h=b.bbox[3], source=Box.Source.IMPORTED)
-                    for b in coco_image.boxes
-                )
-                report.boxes += len(boxes)
-                if with_labels:
-                    decisions = [
-                        Decision(box=box, product=products[coco_box.category_id], action=Label.Action.IMPORTED)
-                        for box, coco_box in zip(boxes, coco_image.boxes)
-                        if coco_box.category_id is not None
-                    ]
-                    record_labels(decisions=decisions)
-                    report.labels += len(decisions)
-    except BaseException:
-        for frame in stored:  # the rows are rolled back; the stored files must go too
-            frame.image.delete(save=False)
-        raise
+    images = dataset.in_replay_order()
+    products: dict[int, Product] = {}
+    for start in range(0, max(len(images), 1), frames_per_transaction):
+        stored: list[Frame] = []
+        try:
+            with transaction.atomic():
+                if start == 0:  # with the first frames: a failure there leaves no product behind
+                    products, report.products_created = products_for_categories(company=company, dataset=dataset)
+                for coco_image in images[start : start + frames_per_transaction]:
+                    _import_image(coco_image, company=company, products=products, with_labels=with_labels,
+                                  report=report, stored=stored)
+        except BaseException:
+            for frame in stored:  # this transaction's rows are rolled back; its stored files must go too
+                frame.image.delete(save=False)
+            raise
     return report
+
+
+def _import_image(coco_image: CocoImage, *, company: Company, products: dict[int, Product], with_labels: bool,
+                  report: ImportReport, stored: list[Frame]) -> None:
+    """Register one image with its boxes and labels (a frame already known is skipped); a new
+    frame goes into ``stored`` as soon as its file is written."""
+    shelf = get_or_create_shelf(
+        company=company, store_code=coco_image.store, camera_code=coco_image.camera, shelf_code=coco_image.shelf
+    )
+    try:
+        frame, created = register_frame(
+            company=company,
+            shelf=shelf,
+            data=coco_image.path.read_bytes(),
+            original_name=coco_image.file_name,
+            captured_at=_aware(coco_image.captured_at),
+            status=Frame.Status.LABELLED if with_labels and coco_image.boxes else Frame.Status.QUEUED,
+        )
+    except ImageError as error:  # a dataset loaded without check_images: the transactions before this one stay
+        raise CocoError(f"{coco_image.path}: {error}") from None
+    if not created:
+        report.frames_skipped += 1
+        return
+    stored.append(frame)
+    report.frames_created += 1
+    report.frame_ids.append(frame.pk)
+    boxes = Box.objects.bulk_create(
+        Box(frame=frame, x=b.bbox[0], y=b.bbox[1], w=b.bbox[2], h=b.bbox[3], source=Box.Source.IMPORTED)
+        for b in coco_image.boxes
+    )
+    report.boxes += len(boxes)
+    if with_labels:
+        decisions = [
+            Decision(box=box, product=products[coco_box.category_id], action=Label.Action.IMPORTED)
+            for box, coco_box in zip(boxes, coco_image.boxes)
+            if coco_box.category_id is not None
+        ]
+        record_labels(decisions=decisions)
+        report.labels += len(decisions)
 
 
 def export_coco(*, company: Company, path: Path, copy_images: bool = True) -> dict:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import transaction
@@ -19,7 +18,8 @@ from django.utils import timezone
 
 from annotator import engines
 from annotator.models import Company, Label, ModelSet, ModelVersion
-from annotator.services.embeddings import crop_points, current_embedder_version
+from annotator.services import search_index
+from annotator.services.serving import Target
 from inference.model_set import ModelSet as ModelSetFolder
 
 logger = logging.getLogger(__name__)
@@ -27,44 +27,6 @@ logger = logging.getLogger(__name__)
 
 class ModelSetStateError(ValueError):
     """A switch, rollback or build that the set's or company's state does not allow."""
-
-
-@dataclass(frozen=True)
-class Target:
-    """A collection the outbox keeps current: a company's model set, or the base set (None)."""
-
-    model_set: ModelSet | None
-
-    def pipeline(self):
-        if self.model_set is None:
-            return engines.pipeline()
-        return engines.model_set_engines(self.model_set.folder).pipeline
-
-    def embedder_version(self) -> ModelVersion:
-        if self.model_set is None:
-            return current_embedder_version()
-        return self.model_set.embedder
-
-
-@dataclass(frozen=True)
-class Serving:
-    """What pre-labels a company's frames: its promoted set's pipeline and calibrator, or the base
-    pipeline (``model_set`` None, no calibrator)."""
-
-    model_set: ModelSet | None
-    pipeline: object
-    calibrator: object | None
-
-    def embedder_version(self) -> ModelVersion:
-        return self.model_set.embedder if self.model_set else current_embedder_version(self.pipeline)
-
-
-def serving(*, company_id: int) -> Serving:
-    company = Company.objects.select_related("model_set__embedder").get(pk=company_id)
-    if company.model_set is None:
-        return Serving(None, engines.pipeline(), None)
-    loaded = engines.model_set_engines(company.model_set.folder)
-    return Serving(company.model_set, loaded.pipeline, loaded.calibrator)
 
 
 def register(*, company: Company, folder) -> ModelSet:
@@ -75,20 +37,6 @@ def register(*, company: Company, folder) -> ModelSet:
         defaults={"path": str(loaded.embedder_path), "metrics": loaded.figures.get("gate", {})})
     return ModelSet.objects.create(company=company, name=loaded.name, folder=str(loaded.folder), embedder=embedder,
                                    version=loaded.stages.version, manifest=loaded.manifest())
-
-
-def live_targets(*, company_id: int) -> list[Target]:
-    """The collections that must follow the company's labels: the set it is on, the one a rollback
-    would return to, and any being built. The base set is one of them while it is either of the first two."""
-    company = Company.objects.select_related("model_set__embedder", "model_set__previous__embedder").get(pk=company_id)
-    current = company.model_set
-    targets = [Target(current), Target(current.previous if current else None)]
-    building = ModelSet.objects.filter(company_id=company_id, index_state=ModelSet.IndexState.BUILDING).select_related("embedder")
-    targets += [Target(model_set) for model_set in building]
-    unique: dict[int | None, Target] = {}
-    for target in targets:
-        unique.setdefault(target.model_set.pk if target.model_set else None, target)
-    return list(unique.values())
 
 
 def labelled_boxes(*, company_id: int):
@@ -118,7 +66,9 @@ def build_index(*, model_set: ModelSet, batch_size: int | None = None, log: Call
             box_ids = list(boxes.filter(box_id__gt=cursor).order_by("box_id").values_list("box_id", flat=True)[:batch_size])
             if not box_ids:
                 break
-            space.upsert(crop_points(box_ids=box_ids, pipeline=target.pipeline(), embedder_version=target.embedder_version()))
+            # Under the company's outbox lock, skipping boxes relabelled since they were read: their
+            # own outbox rows bring the newer label, and this batch never writes an older one over it.
+            search_index.index_current(company_id=model_set.company_id, box_ids=box_ids, targets=[target])
             # Conditional: a second builder of the same set (a resumed one) advances it only once.
             if not ModelSet.objects.filter(pk=model_set.pk, index_cursor=cursor).update(
                     index_cursor=box_ids[-1], indexed_boxes=F("indexed_boxes") + len(box_ids),

@@ -21,9 +21,10 @@ from django.utils import timezone
 
 from annotator import engines, selectors
 from annotator.models import Box, Frame, ModelVersion, PipelineVersion, Prediction
-from annotator.services import frame_states, model_sets, search_index
+from annotator.services import frame_states, search_index
 from annotator.services.embeddings import crop_vectors, store_embeddings
-from annotator.services.model_sets import Serving
+from annotator.services.serving import Serving
+from annotator.services.serving import serving as serving_of
 from annotator.services.workspace import schedule_frame
 from inference.calibration import Calibrator
 from inference.candidates import Candidate, frame_confidence
@@ -128,7 +129,7 @@ def prelabel_frame(*, frame_id: int, run_id: str | None = None) -> Frame:
             # Saved only with the predictions, by a run that still holds the frame: two runs never both add them.
             boxes = [Box(frame=frame, x=d.x, y=d.y, w=d.w, h=d.h, detector_score=d.score, source=Box.Source.DETECTOR)
                      for d in detector.detect(image)]
-        serving = model_sets.serving(company_id=frame.company_id)
+        serving = serving_of(company_id=frame.company_id)
         pipeline = serving.pipeline
         moment = frame.captured_at or frame.created_at
         context = FrameContext(

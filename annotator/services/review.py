@@ -14,10 +14,9 @@ from django.db import transaction
 
 from annotator import selectors
 from annotator.models import Box, Label, Product
-from annotator.permissions import has_role
+from annotator.permissions import REVIEWERS, can_review, companies_with_role
 from annotator.services.labels import Decision, record_labels
 
-REVIEWERS = ("qa_lead", "admin")
 REVIEW_ACTIONS = ("relabel", "remove", "ok")
 
 
@@ -40,7 +39,7 @@ def review_boxes(*, user, box_ids: Sequence[int], action: str, product_id: int |
     """Apply one review decision to labelled boxes of the user's companies, all or nothing.
     ``relabel`` needs ``product_id`` (a product of the boxes' company); ``remove`` says the box is no
     product; ``ok`` keeps the label and records that a QA lead looked."""
-    if not has_role(user, *REVIEWERS):
+    if not can_review(user):
         raise NotAReviewer("Only QA leads review labels.")
     if action not in REVIEW_ACTIONS:
         raise ReviewError(f"Unknown review action {action!r}; one of {', '.join(REVIEW_ACTIONS)}.")
@@ -53,6 +52,11 @@ def review_boxes(*, user, box_ids: Sequence[int], action: str, product_id: int |
     unknown = sorted(set(box_ids) - boxes.keys())
     if unknown:
         raise ReviewError(f"Box {unknown[0]} is not one of yours.")
+    # The role in each box's company: a QA lead of one company may only read reports in another.
+    reviewing = set(companies_with_role(user, *REVIEWERS).values_list("pk", flat=True))
+    not_reviewed = sorted(pk for pk, box in boxes.items() if box.frame.company_id not in reviewing)
+    if not_reviewed:
+        raise NotAReviewer(f"Only QA leads review labels; you are none in the company of box {not_reviewed[0]}.")
     current = {label.box_id: label for label in Label.objects.filter(box_id__in=box_ids, is_current=True)}
     unlabelled = sorted(b for b in box_ids if b not in current or current[b].product_id is None)
     if unlabelled:

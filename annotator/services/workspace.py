@@ -20,7 +20,8 @@ from django.utils import timezone
 
 from annotator import selectors
 from annotator.models import Box, Frame, Label, Product
-from annotator.services import frame_states
+from annotator.permissions import LABELLERS, companies_with_role
+from annotator.services import frame_states, search_index
 from annotator.services.labels import Decision, record_labels
 
 
@@ -128,11 +129,11 @@ def camera_confidences(*, cameras: QuerySet) -> dict[int, float]:
 
 @transaction.atomic
 def lease_next_frame(*, user) -> Frame | None:
-    """The next scheduled, pre-labelled frame of the user's companies that nobody else holds,
+    """The next scheduled, pre-labelled frame that nobody else holds, of a company the user labels for,
     leased to the user: their own unfinished lease first, then frames of the cameras whose recent
     predictions were least confident (labels there teach the pipeline most), oldest first."""
     waiting = (selectors.frames_for(user).filter(status=frame_states.OPEN_FOR_LABELLING, scheduled=True)
-               .filter(_free_for(user)))
+               .filter(_free_for(user), company__in=companies_with_role(user, *LABELLERS)))
     confidences = camera_confidences(cameras=waiting.values("camera"))
     # Without any confidence there is nothing to order by (PostgreSQL refuses ORDER BY a constant NULL).
     by_confidence = [Case(*(When(camera_id=camera, then=Value(mean)) for camera, mean in confidences.items()),
@@ -200,7 +201,7 @@ def submit_frame(*, frame_id: int, user, answers: Sequence[BoxAnswer],
                                        "answers were not saved. Reload it to see the new suggestions.")
         decisions = _decisions(frame, boxes, answers)
         record_labels(decisions=decisions, annotator=user)
-        transaction.on_commit(_deliver_outbox)
+        transaction.on_commit(lambda: _deliver_outbox(company_id=frame.company_id))
     counts = {action: sum(1 for d in decisions if d.action == action) for action in Label.Action.values}
     return SubmitReport(frame.pk, counts["confirmed"], counts["corrected"], counts["added"], counts["deleted"])
 
@@ -216,10 +217,8 @@ def _refused_submit(*, frame_id: int, user) -> WorkspaceError:
     return WorkspaceError(f"Frame {frame.pk} changed while you submitted it; your answers were not saved.")
 
 
-def _deliver_outbox() -> None:
-    from annotator.services.search_index import queue_delivery
-
-    queue_delivery()
+def _deliver_outbox(*, company_id: int) -> None:
+    search_index.queue_delivery(company_id=company_id)
 
 
 def _decisions(frame: Frame, views: Sequence[selectors.BoxView], answers: Sequence[BoxAnswer]) -> list[Decision]:

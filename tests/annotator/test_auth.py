@@ -6,13 +6,14 @@ import io
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.contrib.sessions.models import Session
 from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 from django.test import Client
 from rest_framework.authtoken.models import Token
 
 from annotator.models import Frame, Label, PipelineVersion, Prediction
-from annotator.services.users import create_user
+from annotator.services.users import MembershipRefused, create_user
 from tests.factories import BoxFactory, CompanyFactory, FrameFactory, ProductFactory, ShelfFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -137,7 +138,71 @@ def test_the_create_user_command_checks_the_password(monkeypatch):
     assert out.getvalue().strip() == "newcomer is a qa_lead of Acme"
     user = get_user_model().objects.get(username="newcomer")
     assert user.check_password("a-long-unusual-passphrase") and not user.is_superuser
-    assert list(user.groups.values_list("name", flat=True)) == ["qa_lead"]
-    assert user.memberships.get().company == company
+    assert [(m.company, m.role) for m in user.memberships.all()] == [(company, "qa_lead")]
+    assert not user.groups.exists()  # roles are memberships', not global groups
     with pytest.raises(CommandError, match="no company named 'Nope'"):
         call_command("create_user", "x", "--company", "Nope", "--role", "annotator")
+
+
+def test_a_locked_out_token_request_is_a_json_429_saying_when_to_retry(client, annotator, settings):
+    for _ in range(settings.AXES_FAILURE_LIMIT):
+        token_for(client, "ann", "wrong")
+    locked = token_for(client, "ann", PASSWORD)
+    assert locked.status_code == 429
+    assert locked["Content-Type"] == "application/json"
+    assert "Too many failed logins" in locked.json()["detail"]
+    assert locked["Retry-After"] == str(int(settings.AXES_COOLOFF_TIME.total_seconds()))
+    page = login(client, "ann", PASSWORD)  # the login page keeps its page, with the same header
+    assert page.status_code == 429 and "Too many failed logins" in page.content.decode()
+    assert page["Retry-After"] == locked["Retry-After"]
+
+
+def reset_password(monkeypatch, username: str, company, password: str, *extra: str) -> None:
+    """The create_user command on an existing user, as an operator runs it."""
+    monkeypatch.setattr("sys.stdin", io.StringIO(password + "\n"))
+    call_command("create_user", username, "--company", company.name, "--role", "annotator", *extra,
+                 stdout=io.StringIO())
+
+
+def test_a_password_reset_revokes_the_users_token_and_ends_their_sessions(annotator, monkeypatch):
+    company = annotator.memberships.get().company
+    api = Client(HTTP_AUTHORIZATION=f"Token {token_for(Client(), 'ann', PASSWORD).json()['token']}")
+    browser = Client()
+    assert login(browser, "ann", PASSWORD).status_code == 302
+    assert api.get("/api/frames/").status_code == 200 and browser.get("/").status_code == 200
+    other = UserFactory(username="other", company=company)
+    Client().force_login(other)  # a colleague's session, which the reset leaves alone
+
+    reset_password(monkeypatch, "ann", company, "a-long-unusual-passphrase")
+
+    assert api.get("/api/frames/").status_code == 401
+    assert not Token.objects.filter(user=annotator).exists()
+    assert browser.get("/").status_code == 302  # back to the login page
+    owners = {session.get_decoded().get("_auth_user_id") for session in Session.objects.all()}
+    assert str(annotator.pk) not in owners and str(other.pk) in owners
+    assert login(Client(), "ann", "a-long-unusual-passphrase").status_code == 302
+
+
+def test_create_user_gives_an_existing_user_another_company_only_when_told(annotator, monkeypatch):
+    home = annotator.memberships.get().company
+    annotator.memberships.update(role="manager")
+    other = CompanyFactory(name="Bolt")
+    with pytest.raises(CommandError, match="ann exists and belongs to .*, not Bolt; --add-company"):
+        reset_password(monkeypatch, "ann", other, "a-long-unusual-passphrase")
+    annotator.refresh_from_db()
+    assert annotator.check_password(PASSWORD)  # refused as a whole: the password is unchanged too
+    assert [(m.company, m.role) for m in annotator.memberships.all()] == [(home, "manager")]
+    with pytest.raises(MembershipRefused):
+        create_user(username="ann", password="a-long-unusual-passphrase", role="admin", company=other)
+
+    reset_password(monkeypatch, "ann", other, "a-long-unusual-passphrase", "--add-company")
+    # The role given is the new company's; the first company keeps its own.
+    assert {(m.company, m.role) for m in annotator.memberships.all()} == {(home, "manager"), (other, "annotator")}
+
+
+def test_create_user_on_a_member_sets_the_role_of_that_company_only(annotator):
+    home = annotator.memberships.get().company
+    other = CompanyFactory()
+    annotator.memberships.create(company=other, role="annotator")
+    create_user(username="ann", password="a-long-unusual-passphrase", role="manager", company=other)
+    assert {(m.company, m.role) for m in annotator.memberships.all()} == {(home, "annotator"), (other, "manager")}

@@ -131,7 +131,7 @@ def test_malformed_submissions_are_a_400(client, db, body):
 def test_two_submits_of_one_frame_at_once_record_it_once(monkeypatch):
     """Two tabs (or a double click) submit the same frame at the same moment: one wins, the other
     gets a 409, and the frame has exactly one label per box."""
-    monkeypatch.setattr("annotator.services.workspace._deliver_outbox", lambda: None)
+    monkeypatch.setattr("annotator.services.workspace._deliver_outbox", lambda **company: None)
     shelf = ShelfFactory()
     company = shelf.camera.store.company
     products = [ProductFactory(company=company) for _ in range(2)]

@@ -197,13 +197,17 @@ def celery_settings_with(tmp_path: Path, **env: str) -> dict:
 def sending_as_a_web_process(tmp_path: Path, redis_url: str) -> Iterator[None]:
     """Tasks this process sends (the on-commit sends of views and services) go as a web process
     started with ``REDIS_URL=redis_url`` sends them: broker and result store there."""
+    from backend.celery import app
+
     web = Celery("web", set_as_current=False)
     web.config_from_object(SimpleNamespace(**celery_settings_with(tmp_path, REDIS_URL=redis_url)), namespace="CELERY")
     previous = current_app._get_current_object()
     web.set_current()  # the tasks are shared tasks: they send through the current app
+    app.send_task = web.send_task  # services send by name through the project's app
     try:
         yield
     finally:
+        del app.send_task
         previous.set_current()
         web.close()
 

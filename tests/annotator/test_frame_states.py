@@ -103,7 +103,7 @@ def test_a_prelabelling_that_ends_after_a_submit_leaves_the_frame_labelled(test_
     products = [ProductFactory(company=company) for _ in range(3)]
     frame = ready_frame(shelf, products)
     user = annotator(company)
-    monkeypatch.setattr("annotator.services.workspace._deliver_outbox", lambda: None)
+    monkeypatch.setattr("annotator.services.workspace._deliver_outbox", lambda **company: None)
     answers = [workspace.BoxAnswer(box_id=box.pk, product_id=products[0].pk) for box in frame.boxes.all()]
     real = prelabel.open_image
 

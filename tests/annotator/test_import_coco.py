@@ -142,3 +142,53 @@ def test_varol_dev_set_round_trips(tmp_path):
     exported = json.loads((tmp_path / "annotations.json").read_text())
     original = json.loads((VAROL / "annotations.json").read_text())
     assert _boxes_by_image(exported) == _boxes_by_image(original, VAROL)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_long_import_commits_every_few_frames_and_a_rerun_imports_the_rest(tmp_path, monkeypatch, media_root):
+    """SQLite's write lock is the transaction's: other processes (the web) see and write between
+    chunks. A failure keeps the chunks before it; running the import again skips them."""
+    import threading
+
+    from django.db import connection
+
+    from annotator.coco import load_coco
+    from annotator.services import coco as coco_service
+    from annotator.services.locations import get_or_create_company
+
+    path = write_coco(tmp_path, [{"name": f"{index}.jpg", "captured_at": f"2024-01-01T1{index}:00:00",
+                                  "boxes": [(5 + index, 5, 20, 20, 1)]} for index in range(3)])
+    dataset, company = load_coco(path), get_or_create_company(name="acme")
+    record_labels, seen_elsewhere = coco_service.record_labels, []
+
+    def count_from_another_connection() -> int:
+        counts = []
+
+        def read() -> None:
+            try:
+                counts.append(Frame.objects.count())
+            finally:
+                connection.close()
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        reader.join(30)
+        return counts[0]
+
+    def third_frame_fails(**kwargs):
+        seen_elsewhere.append(count_from_another_connection())
+        if len(seen_elsewhere) == 3:
+            raise RuntimeError("disk full")
+        return record_labels(**kwargs)
+
+    monkeypatch.setattr(coco_service, "record_labels", third_frame_fails)
+    with pytest.raises(RuntimeError, match="disk full"):
+        coco_service.import_coco(dataset=dataset, company=company, frames_per_transaction=1)
+    assert seen_elsewhere == [0, 1, 2]  # each frame committed before the next one was written
+    assert Frame.objects.count() == 2 and Label.objects.count() == 2
+    assert len([p for p in Path(media_root).rglob("*") if p.is_file()]) == 2  # the failed frame's file is gone
+
+    monkeypatch.undo()
+    report = coco_service.import_coco(dataset=dataset, company=company, frames_per_transaction=1)
+    assert (report.frames_created, report.frames_skipped) == (1, 2)
+    assert table_counts() == (3, 3, 3, 2, 3)

@@ -10,7 +10,7 @@ from django.core.management import call_command
 
 from annotator import engines
 from annotator.models import Company, Frame, Label, LearningRound, ModelSet, ModelVersion, Prediction
-from annotator.services import learning, model_sets, search_index
+from annotator.services import learning, model_sets, search_index, serving
 from annotator.services.labels import Decision, record_labels
 from annotator.services.prelabel import prelabel_frame
 from tests.factories import BoxFactory, CompanyFactory, FrameFactory, ProductFactory, ShelfFactory
@@ -133,7 +133,7 @@ def test_a_crashed_reindex_resumes_and_a_half_built_collection_never_serves():
     assert 0 < candidate.indexed_boxes < candidate.total_boxes
     with pytest.raises(model_sets.ModelSetStateError, match="not ready"):
         model_sets.switch(model_set=candidate)
-    assert model_sets.serving(company_id=company.pk).model_set is None  # still the base collection
+    assert serving.serving(company_id=company.pk).model_set is None  # still the base collection
 
     # A label arriving mid-build reaches the collection being built too.
     add_labelled_frame(parts["shelf"], parts["products"], 30)

@@ -101,3 +101,33 @@ def test_a_crop_image_is_served_only_to_its_company(client, crops):
     assert response.content[:2] == b"\xff\xd8"
     client.force_login(UserFactory(company=CompanyFactory(), role="qa_lead"))
     assert client.get(f"/boxes/{box.pk}/crop.jpg").status_code == 404
+
+
+def test_the_review_reads_more_embeddings_than_sqlite_takes_parameters(crops):
+    """The review reads the embedding of every labelled crop of the user's companies: more box ids
+    than one statement may carry on SQLite's default build (32,766), read in chunks."""
+    import sqlite3
+
+    import numpy as np
+    from django.db import connection
+
+    from annotator import selectors
+    from annotator.models import BoxEmbedding, ModelVersion
+
+    embedder = ModelVersion.objects.create(kind=ModelVersion.Kind.EMBEDDER, name="tiny")
+    stored = crops["boxes"][:2]
+    for index, box in enumerate(stored):
+        BoxEmbedding.objects.create(box=box, embedder=embedder, vector=np.full(4, index, np.float16).tobytes())
+    box_ids = [box.pk for box in crops["boxes"]] + list(range(10**6, 10**6 + 40_000))
+    connection.ensure_connection()
+    if connection.vendor == "sqlite":
+        raw = connection.connection
+        limit = raw.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+        raw.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 32_766)
+    try:
+        vectors = selectors.stored_vectors(box_ids=box_ids, embedder_version=embedder)
+    finally:
+        if connection.vendor == "sqlite":
+            raw.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, limit)
+    assert sorted(vectors) == [box.pk for box in stored]
+    assert vectors[stored[1].pk].tolist() == [1.0] * 4

@@ -175,3 +175,40 @@ def test_a_company_admin_is_not_a_platform_superuser(client, a, b):
     assert not a["admin"].is_superuser
     response = client.get("/admin/annotator/frame/")
     assert response.status_code == 302 and "/admin/login/" in response["Location"]
+
+
+def test_a_role_in_one_company_is_not_a_role_in_another(client, a, b):
+    """Roles are memberships': a QA lead of A who manages B labels and reviews A's work only, while
+    B's frames and crops stay readable to them as a manager's."""
+    person = UserFactory(username="both", company=a["company"], role="qa_lead")
+    person.memberships.create(company=b["company"], role="manager")
+    client.force_login(person)
+    assert client.get(f"/frames/{b['labelled'].pk}/").status_code == 200  # reading B is fine
+
+    refusals = [
+        ("get", f"/frames/{b['queued'].pk}/label/", None),
+        ("post", f"/frames/{b['labelled'].pk}/retry/", {}),
+        ("get", f"/review/{b['products'][0].pk}/", None),
+        ("post", f"/api/frames/{b['queued'].pk}/lease/", {}),
+        ("post", f"/api/frames/{b['queued'].pk}/submit/",
+         {"boxes": [{"id": b["queued_box"].pk, "product_id": b["products"][0].pk}]}),
+        ("post", "/api/review/", {"box_ids": [b["boxes"][0].pk], "action": "ok"}),
+    ]
+    for method, url, body in refusals:
+        response = request(client, method, url, body)
+        assert response.status_code == 403, (method, url, response.status_code)
+    upload = client.post("/api/frames/", {"shelf": b["shelf"].pk, "image": ContentFile(shelf_image(), name="shelf.jpg")})
+    assert upload.status_code == 403, upload.content
+    # The queue hands out A's frame, never B's, which is not theirs to label.
+    served = client.post("/api/frames/next/")
+    assert served.status_code == 200 and served.json()["id"] == a["queued"].pk
+    assert Frame.objects.get(pk=b["queued"].pk).leased_by is None
+    assert not Label.objects.filter(annotator=person).exists()
+    assert not Frame.objects.filter(company=b["company"]).exclude(pk__in=[b["labelled"].pk, b["queued"].pk]).exists()
+
+    # In A the same person labels and reviews.
+    assert client.get(f"/frames/{a['queued'].pk}/label/").status_code == 200
+    assert client.get(f"/review/{a['products'][0].pk}/").status_code == 200
+    reviewed = client.post("/api/review/", {"box_ids": [a["boxes"][0].pk], "action": "ok"},
+                           content_type="application/json")
+    assert reviewed.status_code == 200, reviewed.content

@@ -83,7 +83,8 @@ def test_next_frame_leases_and_a_second_annotator_is_refused(client, shelf, comp
 def test_submit_records_each_action_and_queues_the_search_space(client, shelf, company, products, monkeypatch,
                                                                 django_capture_on_commit_callbacks):
     delivered = []
-    monkeypatch.setattr("annotator.tasks.deliver_search_outbox.delay", lambda: delivered.append(True))
+    monkeypatch.setattr("backend.celery.app.send_task",
+                        lambda name, **options: delivered.append(name == "annotator.tasks.deliver_search_outbox"))
     frame = ready_frame(shelf, products)
     user = annotator(company)
     client.force_login(user)
@@ -262,7 +263,7 @@ def test_managers_read_but_do_not_label(client, shelf, company, products):
 
 def test_a_submit_against_suggestions_no_longer_current_is_a_409_until_the_frame_is_reloaded(
         client, shelf, company, products, monkeypatch):
-    monkeypatch.setattr("annotator.services.workspace._deliver_outbox", lambda: None)
+    monkeypatch.setattr("annotator.services.workspace._deliver_outbox", lambda **company: None)
     frame = ready_frame(shelf, products)
     client.force_login(annotator(company))
     shown = client.post(f"/api/frames/{frame.pk}/lease/").json()["boxes"]

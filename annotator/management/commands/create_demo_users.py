@@ -1,7 +1,7 @@
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from annotator.services.locations import get_or_create_company
-from annotator.services.users import create_demo_users
+from annotator.services.users import MembershipRefused, create_demo_users
 
 
 class Command(BaseCommand):
@@ -11,6 +11,9 @@ class Command(BaseCommand):
         parser.add_argument("--company", default="default")
 
     def handle(self, *args, company, **options):
-        passwords = create_demo_users(company=get_or_create_company(name=company))
+        try:
+            passwords = create_demo_users(company=get_or_create_company(name=company))
+        except MembershipRefused as error:
+            raise CommandError(f"{error}; the demo users belong to one company") from None
         for username, password in passwords.items():
             self.stdout.write(f"  {username:10s} {password}")
