@@ -1,7 +1,6 @@
 """Replay a labelled COCO shelf dataset through the pipelines, in time order, as production would
 have seen it, and report accuracy and flicker. Never touches the app's database or search space."""
 import json
-import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -9,6 +8,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from annotator.coco import CocoError
+from annotator.management.options import regex_option
 from annotator.management.stage_configs import read_stage_config
 from annotator.replays import detect_replay, prepare_replay
 from inference.model_set import ModelSet
@@ -52,7 +52,7 @@ class Command(BaseCommand):
             model = self.reranker(reranker, configs)
         if annotate_every < 1:
             raise CommandError(f"--annotate-every must be at least 1, not {annotate_every}")
-        shelf_filter = self.shelf_filter(report_shelves)
+        shelf_filter = regex_option(report_shelves, "--report-shelves")
         try:
             prepared = prepare_replay(dataset=dataset, embedder=embedder, cache=settings.VAR_DIR / "cache")
         except CocoError as error:
@@ -125,14 +125,6 @@ class Command(BaseCommand):
             return Reranker.load(path)
         except ValueError as error:
             raise CommandError(str(error)) from None
-
-    def shelf_filter(self, pattern: str | None):
-        if not pattern:
-            return None
-        try:
-            return re.compile(pattern)
-        except re.error as error:
-            raise CommandError(f"--report-shelves: bad regex {pattern!r} ({error})") from None
 
     def print_table(self, scores) -> None:
         header = f"{'pipeline':8} {'boxes':>6} {'accuracy':>8} {'no-major':>8} {'macro':>6} {'first':>6} {'flicker':>7}"

@@ -4,7 +4,6 @@ only if it wins. The last line printed is the model set's folder.
 
 ``--dataset`` runs the same round on a labelled COCO dataset instead, with held-out shelves as the
 gate (how the README's figures are made); nothing is promoted then."""
-import re
 import shlex
 import sys
 from datetime import datetime
@@ -16,6 +15,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from annotator.coco import CocoError
+from annotator.management.options import regex_option
 from annotator.models import Company
 from annotator.replays import coco_replay_frames
 from annotator.services import learning
@@ -44,7 +44,7 @@ class Command(BaseCommand):
         if budget_minutes <= 0:
             raise CommandError(f"--budget-minutes must be positive, not {budget_minutes}")
         cut_off = self.cut_off(until)
-        shelves = self.regex(gate_shelves)
+        shelves = regex_option(gate_shelves, "--gate-shelves")
         try:
             config = learning.learning_config(budget_minutes=budget_minutes, margin=margin, max_steps=max_steps)
         except learning.LearningError as error:
@@ -76,14 +76,6 @@ class Command(BaseCommand):
         if moment is None:
             raise CommandError(f"--until: not an ISO time: {until!r}")
         return moment if timezone.is_aware(moment) else timezone.make_aware(moment)
-
-    def regex(self, pattern: str | None):
-        if not pattern:
-            return None
-        try:
-            return re.compile(pattern)
-        except re.error as error:
-            raise CommandError(f"--gate-shelves: bad regex {pattern!r} ({error})") from None
 
     def dataset_round(self, dataset: Path, cut_off, shelves, config: LearningConfig, out: Path | None,
                       command: str) -> Path:
