@@ -22,6 +22,8 @@ from django.utils import timezone
 from annotator import engines
 from annotator.models import Company, Frame, Label, LearningRound, ModelSet
 from annotator.services import model_sets
+from annotator.services.dispatch import send_task
+from annotator.services.prelabel import PRELABEL_TASK
 from annotator.services.training_data import local_image
 from inference.learning import LearningConfig, RoundData, Served, run_round
 from inference.replay import ReplayFrame, replay_order
@@ -189,7 +191,7 @@ def promote(*, learning_round: LearningRound | None, model_set: ModelSet, log: C
     # is refused as stale, so the confirm rate counts what was shown).
     waiting = Frame.objects.filter(company_id=model_set.company_id, status=Frame.Status.READY)
     for frame_id in waiting.values_list("pk", flat=True):
-        send_task("annotator.tasks.prelabel_frame", frame_id)
+        send_task(PRELABEL_TASK, frame_id)
     if learning_round is not None:
         LearningRound.objects.filter(pk=learning_round.pk).update(
             state=LearningRound.State.PROMOTED, stage="done", progress=1.0, finished_at=timezone.now(),
@@ -241,14 +243,3 @@ def learn_scheduled(*, company_id: int) -> LearningRound | None:
     except LearningError as error:
         logger.info("no learning round for %s: %s", company, error)
         return None
-
-
-def send_task(name: str, *args) -> None:
-    """Send a task by name (services never import tasks); with the broker away, log it: the beat
-    sweeps send it again."""
-    from backend.celery import app
-
-    try:
-        app.send_task(name, args=list(args))
-    except Exception as error:  # kombu's OperationalError, or celery's RuntimeError from the result store
-        logger.warning("could not send %s%s (%s)", name, tuple(args), error)

@@ -22,6 +22,7 @@ from django.utils import timezone
 from annotator import engines, selectors
 from annotator.models import Box, Frame, ModelVersion, PipelineVersion, Prediction
 from annotator.services import frame_states, search_index
+from annotator.services.dispatch import send_task
 from annotator.services.embeddings import crop_vectors, store_embeddings
 from annotator.services.serving import Serving
 from annotator.services.serving import serving as serving_of
@@ -33,6 +34,7 @@ from inference.pipeline import FrameContext, PipelineConfig, normalise_boxes
 from inference.tracking import PreviousFrame
 
 logger = logging.getLogger(__name__)
+PRELABEL_TASK = "annotator.tasks.prelabel_frame"
 
 
 def current_pipeline_version(config: PipelineConfig | None = None, serving: Serving | None = None) -> PipelineVersion:
@@ -227,12 +229,7 @@ def retry_frame(*, frame: Frame) -> bool:
 def queue_prelabelling(*, frame_id: int) -> None:
     """Send the frame to a pre-labelling worker. With the broker away the frame stays queued (what
     called this has committed), stamped as unsent, and ``requeue_stalled_frames`` sends it later."""
-    from annotator.tasks import prelabel_frame as prelabel_task
-
-    try:
-        prelabel_task.delay(frame_id)
-    except Exception as error:  # kombu's OperationalError, or celery's RuntimeError from the result store
-        logger.warning("could not queue frame %s for pre-labelling (%s); the stall sweep will", frame_id, error)
+    if not send_task(PRELABEL_TASK, frame_id):
         # A claim time without a run: nobody will pre-label it unless the sweep sends it again.
         Frame.objects.filter(pk=frame_id, status=Frame.Status.QUEUED, prelabel_token="").update(
             prelabel_claimed_at=timezone.now())

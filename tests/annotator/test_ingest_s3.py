@@ -21,7 +21,8 @@ from moto.server import ThreadedMotoServer
 
 from annotator.models import Camera, Company, Frame, IngestedObject, Shelf, Store
 from annotator.services.ingest import ingest_s3
-from annotator.tasks import ingest_s3_frames, prelabel_frame
+from annotator.tasks import ingest_s3_frames
+from tests.celery_sends import prelabel_sent_to
 from tests.factories import ShelfFactory, shelf_image
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -66,9 +67,9 @@ def s3_settings(settings, s3_endpoint):
 
 @pytest.fixture
 def queued(monkeypatch) -> list[int]:
-    """Frame ids handed to ``prelabel_frame.delay`` (no broker involved)."""
+    """Frame ids sent for pre-labelling (no broker involved)."""
     calls: list[int] = []
-    monkeypatch.setattr(prelabel_frame, "delay", lambda frame_id: calls.append(frame_id))
+    monkeypatch.setattr("backend.celery.app.send_task", prelabel_sent_to(calls.append))
     return calls
 
 

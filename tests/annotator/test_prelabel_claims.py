@@ -12,6 +12,7 @@ from annotator import engines, tasks
 from annotator.models import Box, Frame, Prediction
 from annotator.services import prelabel
 from inference.detector import Detection
+from tests.celery_sends import prelabel_sent_to
 from tests.annotator.test_learning import run_together
 from tests.annotator.test_prelabel import LAYOUT
 from tests.factories import BoxFactory, FrameFactory
@@ -65,7 +66,7 @@ def test_two_runs_on_a_frame_without_boxes_detect_and_write_it_once(test_engines
 @pytest.mark.django_db
 def test_a_run_that_lost_its_claim_to_the_sweep_writes_nothing(test_engines, monkeypatch):
     sent: list[int] = []
-    monkeypatch.setattr("annotator.tasks.prelabel_frame.delay", sent.append)
+    monkeypatch.setattr("backend.celery.app.send_task", prelabel_sent_to(sent.append))
     frame = frame_with_boxes(checksum="d" * 64)
     # The sweep judges the run stalled while it works (its claim is older than "0 minutes").
     interrupt_the_run(monkeypatch, lambda: prelabel.requeue_stalled_frames(older_than=timedelta(0)))
@@ -86,7 +87,7 @@ def test_a_run_that_lost_its_claim_to_the_sweep_writes_nothing(test_engines, mon
 
 @pytest.mark.django_db
 def test_a_run_taken_over_that_then_fails_leaves_the_frame_the_other_run_finished(test_engines, monkeypatch):
-    monkeypatch.setattr("annotator.tasks.prelabel_frame.delay", lambda frame_id: None)
+    monkeypatch.setattr("backend.celery.app.send_task", prelabel_sent_to(lambda frame_id: None))
     frame = frame_with_boxes(checksum="e" * 64)
     finished: list[int] = []
 
@@ -110,7 +111,7 @@ def test_a_run_taken_over_that_then_fails_leaves_the_frame_the_other_run_finishe
 @pytest.mark.django_db
 def test_a_frame_merely_waiting_in_a_long_queue_is_not_sent_again(monkeypatch):
     sent: list[int] = []
-    monkeypatch.setattr("annotator.tasks.prelabel_frame.delay", sent.append)
+    monkeypatch.setattr("backend.celery.app.send_task", prelabel_sent_to(sent.append))
     waiting = FrameFactory(status=Frame.Status.QUEUED)  # its task sent, behind an hour of others
     Frame.objects.filter(pk=waiting.pk).update(updated_at=timezone.now() - LONG_AGO)
 
@@ -121,7 +122,7 @@ def test_a_frame_merely_waiting_in_a_long_queue_is_not_sent_again(monkeypatch):
 @pytest.mark.django_db
 def test_the_stall_sweep_takes_only_stale_claims(monkeypatch):
     sent: list[int] = []
-    monkeypatch.setattr("annotator.tasks.prelabel_frame.delay", sent.append)
+    monkeypatch.setattr("backend.celery.app.send_task", prelabel_sent_to(sent.append))
     now = timezone.now()
     frames = {
         # Sent, and waiting behind others in a long queue: no run has claimed it yet.
@@ -157,13 +158,13 @@ def test_a_frame_whose_task_could_not_be_sent_is_left_for_the_sweep(monkeypatch)
     def broker_away(frame_id):
         raise ConnectionError("broker unreachable")
 
-    monkeypatch.setattr("annotator.tasks.prelabel_frame.delay", broker_away)
+    monkeypatch.setattr("backend.celery.app.send_task", prelabel_sent_to(broker_away))
     prelabel.queue_prelabelling(frame_id=frame.pk)
     frame.refresh_from_db()
     assert frame.prelabel_claimed_at is not None and frame.prelabel_token == ""
 
     sent: list[int] = []
-    monkeypatch.setattr("annotator.tasks.prelabel_frame.delay", sent.append)
+    monkeypatch.setattr("backend.celery.app.send_task", prelabel_sent_to(sent.append))
     assert prelabel.requeue_stalled_frames(older_than=timedelta(0)) == sent == [frame.pk]
 
 

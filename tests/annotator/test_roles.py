@@ -11,6 +11,7 @@ from django.test import Client
 
 from annotator.models import Frame, Membership
 from annotator.permissions import can_label, can_read_reports, can_review, companies_with_role, has_role
+from tests.celery_sends import prelabel_sent_to
 from tests.factories import CompanyFactory, FrameFactory, ShelfFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -73,7 +74,7 @@ def test_the_labelling_page_refuses_managers_with_the_reason(client, company):
 def test_managers_may_not_retry_a_frame_and_annotators_may(client, company, shelf, monkeypatch,
                                                             django_capture_on_commit_callbacks):
     queued = []
-    monkeypatch.setattr("annotator.tasks.prelabel_frame.delay", queued.append)
+    monkeypatch.setattr("backend.celery.app.send_task", prelabel_sent_to(queued.append))
     failed = FrameFactory(shelf=shelf, status=Frame.Status.FAILED, status_reason="boom")
     refused = logged_in(client, company, "manager").post(f"/frames/{failed.pk}/retry/")
     assert refused.status_code == 403 and "Labelling is for annotators" in refused.content.decode()

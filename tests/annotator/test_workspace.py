@@ -6,6 +6,7 @@ from django.utils import timezone
 
 from annotator.models import Box, Frame, Label, PipelineVersion, Prediction, SearchSpaceOutbox
 from annotator.services.workspace import lease_next_frame, schedule_frame
+from tests.celery_sends import prelabel_sent_to
 from tests.factories import (
     BoxFactory,
     CompanyFactory,
@@ -182,7 +183,7 @@ def test_product_search_puts_the_store_assortment_first(client, shelf, company, 
 def test_a_failed_frame_can_be_retried_from_the_list(client, shelf, company, products, monkeypatch,
                                                      django_capture_on_commit_callbacks):
     queued = []
-    monkeypatch.setattr("annotator.tasks.prelabel_frame.delay", queued.append)
+    monkeypatch.setattr("backend.celery.app.send_task", prelabel_sent_to(queued.append))
     failed = FrameFactory(shelf=shelf, status=Frame.Status.FAILED, status_reason="OSError: truncated", checksum="e" * 64)
     ready = ready_frame(shelf, products)
     client.force_login(annotator(company))
