@@ -5,7 +5,7 @@ from django.contrib import admin
 from django.db import transaction
 
 from annotator import models
-from annotator.services import search_index
+from annotator.services import outbox
 
 
 class TakesPointsOutOfTheSearchSpace:
@@ -17,12 +17,12 @@ class TakesPointsOutOfTheSearchSpace:
 
     def delete_model(self, request, obj) -> None:
         with transaction.atomic():
-            search_index.forget_boxes(box_ids=self.affected_boxes(type(obj).objects.filter(pk=obj.pk)))
+            outbox.forget_boxes(box_ids=self.affected_boxes(type(obj).objects.filter(pk=obj.pk)))
             super().delete_model(request, obj)
 
     def delete_queryset(self, request, queryset) -> None:
         with transaction.atomic():
-            search_index.forget_boxes(box_ids=self.affected_boxes(queryset))
+            outbox.forget_boxes(box_ids=self.affected_boxes(queryset))
             super().delete_queryset(request, queryset)
 
 

@@ -15,7 +15,7 @@ from django.conf import settings
 
 from annotator import engines
 from annotator.models import Frame
-from annotator.services import ingest, learning, prelabel, search_index
+from annotator.services import ingest, learning, prelabel, prelabel_queue, search_index
 from inference.images import ImageError
 
 logger = logging.getLogger(__name__)
@@ -60,14 +60,14 @@ def deliver_search_outbox(self, company_id: int | None = None) -> int:
 def ingest_s3_frames(bucket: str, prefix: str = "") -> list[int]:
     report = ingest.ingest_s3(
         client=engines.s3_client(settings.INGEST_S3_ENDPOINT_URL), bucket=bucket, prefix=prefix,
-        queue=lambda frame_id: prelabel.queue_prelabelling(frame_id=frame_id),
+        queue=lambda frame_id: prelabel_queue.queue_prelabelling(frame_id=frame_id),
     )
     return report.registered
 
 
 @shared_task
 def requeue_stalled_frames() -> list[int]:
-    return prelabel.requeue_stalled_frames(older_than=timedelta(minutes=settings.PRELABEL_STALL_MINUTES))
+    return prelabel_queue.requeue_stalled_frames(older_than=timedelta(minutes=settings.PRELABEL_STALL_MINUTES))
 
 
 @shared_task

@@ -19,9 +19,8 @@ from annotator.forms import REPORT_COLUMNS, ReportFilterForm
 from annotator.models import Frame
 from annotator.permissions import can_label, can_manage_models, can_read_reports, can_review, can_see_models
 from inference.images import crop_boxes, open_image, web_image_type
-from annotator.services.learning import queue_promotion
-from annotator.services.model_sets import ModelSetStateError, rollback
-from annotator.services.prelabel import retry_frame
+from annotator.services.model_sets import ModelSetStateError, queue_promotion, rollback
+from annotator.services.prelabel_queue import retry_frame
 
 
 def media_file(request: HttpRequest, path: str) -> HttpResponse:

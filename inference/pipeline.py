@@ -12,17 +12,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
 from inference.candidates import Candidate, aggregate_neighbours
-from inference.embedder import Embedder
 from inference.images import Bbox, crop_boxes
 from inference.realgram import RealgramConfig, ShelfHistory, apply_realgram, realgram_scores
 from inference.reranker import Reranker
-from inference.search_space import SearchSpace
 from inference.tracking import PreviousFrame, TrackingConfig, apply_tracking, match_tracks
+
+if TYPE_CHECKING:  # types only: the configs and ranking here need neither torch nor a Qdrant client
+    from inference.embedder import Embedder
+    from inference.search_space import SearchSpace
 
 PIPELINE_VERSIONS = ("v0", "v1", "v2", "v3")
 

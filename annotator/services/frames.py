@@ -10,6 +10,7 @@ from django.core.files.base import ContentFile
 from django.db import IntegrityError, transaction
 
 from annotator.models import Company, Frame, Shelf
+from annotator.services import frame_states, prelabel_queue
 from inference.images import WEB_IMAGE_FORMATS, ImageFormatError, ImageInfo, ImageTooLarge, inspect_image
 
 
@@ -87,8 +88,6 @@ def register_frame(
 def set_status(*, frame: Frame, status: str, reason: str = "") -> bool:
     """Move the frame to ``status`` from whichever state it is in, if ``frame_states`` allows that
     change (a conditional update). Returns whether it moved; the instance follows only if it did."""
-    from annotator.services import frame_states
-
     moved = frame_states.change(frame_id=frame.pk, to=status, status_reason=reason)
     if moved:
         frame.status, frame.status_reason = status, reason
@@ -100,12 +99,10 @@ def upload_frame(*, shelf: Shelf, data: bytes, captured_at: datetime | None, fil
     like an ingested frame and queued for pre-labelling after commit. Returns (frame, created); the
     same image twice is one frame. Raises ``inference.images.ImageError`` for bytes that are no frame.
     ``file_name`` is the sender's: kept as the frame's original name, never as a stored path."""
-    from annotator.services.prelabel import queue_prelabelling
-
     company = shelf.camera.store.company
     with transaction.atomic():
         frame, created = register_frame(company=company, shelf=shelf, data=data, captured_at=captured_at,
                                         original_name=PurePosixPath(file_name).name)
         if created:
-            transaction.on_commit(lambda: queue_prelabelling(frame_id=frame.pk))
+            transaction.on_commit(lambda: prelabel_queue.queue_prelabelling(frame_id=frame.pk))
     return frame, created

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from django.db import transaction
 
 from annotator.models import Box, Label, PipelineVersion, Product, SearchSpaceOutbox
-from annotator.services import search_index
+from annotator.services import outbox
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,6 @@ def record_labels(*, decisions: Sequence[Decision], annotator=None) -> list[Labe
     )
     upserts = [d.box for d in decisions if d.action not in Label.Action.without_product()]
     deletions = [d.box for d in decisions if d.action in Label.Action.without_product()]
-    search_index.enqueue(boxes=upserts, operation=SearchSpaceOutbox.Operation.UPSERT)
-    search_index.enqueue(boxes=deletions, operation=SearchSpaceOutbox.Operation.DELETE)
+    outbox.enqueue(boxes=upserts, operation=SearchSpaceOutbox.Operation.UPSERT)
+    outbox.enqueue(boxes=deletions, operation=SearchSpaceOutbox.Operation.DELETE)
     return labels

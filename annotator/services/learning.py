@@ -21,9 +21,9 @@ from django.utils import timezone
 
 from annotator import engines
 from annotator.models import Company, Frame, Label, LearningRound, ModelSet
-from annotator.services import model_sets
+from annotator.services import model_sets, search_index
 from annotator.services.dispatch import send_task
-from annotator.services.prelabel import PRELABEL_TASK
+from annotator.services.prelabel_queue import PRELABEL_TASK
 from annotator.services.training_data import local_image
 from inference.learning import LearningConfig, RoundData, Served, run_round
 from inference.replay import ReplayFrame, replay_order
@@ -177,7 +177,7 @@ def run_learning_round(*, company: Company, until: datetime | None = None, gate_
         except Exception as error:
             # E.g. the embedded search space is owned by the worker: the worker builds and switches.
             log(f"re-index handed to the worker ({type(error).__name__}: {error})")
-            send_task("annotator.tasks.reindex_model_set", candidate.pk)
+            send_task(model_sets.REINDEX_TASK, candidate.pk)
     learning_round.refresh_from_db()
     return learning_round
 
@@ -185,7 +185,7 @@ def run_learning_round(*, company: Company, until: datetime | None = None, gate_
 def promote(*, learning_round: LearningRound | None, model_set: ModelSet, log: Callable[[str], None] = logger.info) -> None:
     """Build the set's collection (resumable) and switch its company to it, then queue its frames
     waiting for an annotator for pre-labelling again; the round, if any, ends promoted. A crash leaves the set building: ``resume_reindexing`` carries on."""
-    model_sets.build_index(model_set=model_set, log=log)
+    search_index.build_index(model_set=model_set, log=log)
     model_sets.switch(model_set=model_set)
     # Frames waiting for an annotator get the new set's suggestions (a submit against the old ones
     # is refused as stale, so the confirm rate counts what was shown).
@@ -211,18 +211,13 @@ def promote_by_id(*, model_set_id: int) -> ModelSet:
     return model_set
 
 
-def queue_promotion(*, model_set: ModelSet) -> None:
-    """Ask the learning worker to build the set's collection and switch to it (after commit)."""
-    transaction.on_commit(lambda: send_task("annotator.tasks.reindex_model_set", model_set.pk))
-
-
 def resume_stalled_builds(*, older_than: timedelta) -> list[int]:
     """Queue again every build whose heartbeat stopped (its worker died mid re-index)."""
     stale = ModelSet.objects.filter(index_state=ModelSet.IndexState.BUILDING,
                                     index_heartbeat_at__lt=timezone.now() - older_than)
     ids = list(stale.values_list("pk", flat=True))
     for model_set_id in ids:
-        send_task("annotator.tasks.reindex_model_set", model_set_id)
+        send_task(model_sets.REINDEX_TASK, model_set_id)
     return ids
 
 

@@ -3,12 +3,14 @@ then the pipeline's ranked candidates for every box, stored as Predictions.
 
 A run first claims its frame (a run token and a claim time on the frame, set by a conditional
 update) and writes its boxes and predictions only if it still holds the claim, so two runs on one
-frame (a task sent twice, a run judged stalled that wakes up) write it once."""
+frame (a task sent twice, a run judged stalled that wakes up) write it once.
+
+The worker's: it loads the models. Sending frames here, retrying and sweeping them is
+``services.prelabel_queue``'s, which the web uses."""
 from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -22,8 +24,8 @@ from django.utils import timezone
 from annotator import engines, selectors
 from annotator.models import Box, Frame, ModelVersion, PipelineVersion, Prediction
 from annotator.services import frame_states, search_index
-from annotator.services.dispatch import send_task
 from annotator.services.embeddings import crop_vectors, store_embeddings
+from annotator.services.prelabel_queue import RELEASED
 from annotator.services.serving import Serving
 from annotator.services.serving import serving as serving_of
 from annotator.services.workspace import schedule_frame
@@ -32,9 +34,6 @@ from inference.candidates import Candidate, frame_confidence
 from inference.images import ImageError, open_image
 from inference.pipeline import FrameContext, PipelineConfig, normalise_boxes
 from inference.tracking import PreviousFrame
-
-logger = logging.getLogger(__name__)
-PRELABEL_TASK = "annotator.tasks.prelabel_frame"
 
 
 def current_pipeline_version(config: PipelineConfig | None = None, serving: Serving | None = None) -> PipelineVersion:
@@ -81,7 +80,6 @@ ON_SUCCESS = {Frame.Status.PROCESSING: Frame.Status.READY, Frame.Status.READY: F
               Frame.Status.LABELLED: Frame.Status.LABELLED}
 # Where a run that failed, or found nothing to do, leaves a frame that keeps its result.
 KEEP_RESULT = {Frame.Status.READY: Frame.Status.READY, Frame.Status.LABELLED: Frame.Status.LABELLED}
-RELEASED = {"prelabel_token": "", "prelabel_claimed_at": None}
 
 
 def run_token(run_id: str | None) -> str:
@@ -214,46 +212,3 @@ def previous_frame(*, frame: Frame, embedder_version: ModelVersion, pipeline=Non
         confirmed=np.asarray(state.confirmed, bool),
         captured_at=previous.captured_at.timestamp(),
     )
-
-
-def retry_frame(*, frame: Frame) -> bool:
-    """Queue a failed frame for pre-labelling again (after commit). Returns False for a frame that
-    has not failed: retrying a queued, processing or finished frame would only duplicate work."""
-    moved = frame_states.change(frame_id=frame.pk, to=Frame.Status.QUEUED, expected=[Frame.Status.FAILED],
-                                status_reason="", **RELEASED)
-    if moved:
-        transaction.on_commit(lambda: queue_prelabelling(frame_id=frame.pk))
-    return moved
-
-
-def queue_prelabelling(*, frame_id: int) -> None:
-    """Send the frame to a pre-labelling worker. With the broker away the frame stays queued (what
-    called this has committed), stamped as unsent, and ``requeue_stalled_frames`` sends it later."""
-    if not send_task(PRELABEL_TASK, frame_id):
-        # A claim time without a run: nobody will pre-label it unless the sweep sends it again.
-        Frame.objects.filter(pk=frame_id, status=Frame.Status.QUEUED, prelabel_token="").update(
-            prelabel_claimed_at=timezone.now())
-
-
-def requeue_stalled_frames(*, older_than: timedelta) -> list[int]:
-    """Queue again every queued or processing frame whose claim is older than ``older_than``: the run
-    holding it died (a worker killed on the filesystem broker, which had already deleted the message)
-    or hangs, or its task could not be sent (the broker was away). The stalled run loses its claim
-    and writes nothing if it ever wakes up. A frame merely waiting in a long queue has no claim and
-    is left alone. Each says so in its reason. Returns the frame ids."""
-    stale = Frame.objects.filter(status__in=[Frame.Status.QUEUED, Frame.Status.PROCESSING],
-                                 prelabel_claimed_at__lt=timezone.now() - older_than)
-    minutes = round(older_than.total_seconds() / 60)
-    frame_ids = []
-    for frame_id, token, claimed_at in stale.values_list("pk", "prelabel_token", "prelabel_claimed_at"):
-        # Only the claim seen stale: a run that claimed or finished the frame meanwhile keeps it.
-        if frame_states.change(frame_id=frame_id, to=Frame.Status.QUEUED,
-                               expected=[Frame.Status.QUEUED, Frame.Status.PROCESSING],
-                               where=Q(prelabel_token=token, prelabel_claimed_at=claimed_at),
-                               status_reason=f"queued again: not pre-labelled after {minutes} minutes", **RELEASED):
-            frame_ids.append(frame_id)
-    if frame_ids:
-        logger.warning("pre-labelling of frames %s stalled; queued again", frame_ids)
-    for frame_id in frame_ids:
-        queue_prelabelling(frame_id=frame_id)
-    return frame_ids

@@ -1,4 +1,6 @@
-"""Keeping the search space in step with the database, through the outbox.
+"""Keeping the search space in step with the database: the worker's delivery of the outbox, the
+rebuild of the base collection, and the build of a model set's collection. Worker only: it embeds
+crops and writes to Qdrant (the web adds outbox rows and asks for a delivery: ``services.outbox``).
 
 The database is the source of truth; Qdrant is an index of it. Every change to a labelled box
 adds an outbox row; a delivery writes the box's state as the database has it *now* (its current
@@ -16,30 +18,24 @@ and an older label never overwrites a newer one, however the deliveries interlea
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
+from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F
+from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from annotator import engines
-from annotator.models import Box, Label, SearchSpaceOutbox
+from annotator.models import Label, ModelSet, SearchSpaceOutbox
 from annotator.services import serving
+from annotator.services.model_sets import ModelSetStateError
 from annotator.services.embeddings import crop_points
 
 logger = logging.getLogger(__name__)
 
-DELIVERY_TASK = "annotator.tasks.deliver_search_outbox"
 IDS_PER_QUERY = 10_000  # SQLite builds without a raised limit take ~32k parameters per statement
 _LOCK_NAMESPACE = 0x5EA5C4  # first key of PostgreSQL's two-key advisory locks: this module's
-
-
-def enqueue(*, boxes: Sequence[Box], operation: str) -> None:
-    SearchSpaceOutbox.objects.bulk_create(
-        SearchSpaceOutbox(company_id=box.frame.company_id, box=box, box_key=box.pk, operation=operation)
-        for box in boxes
-    )
 
 
 @contextmanager
@@ -151,40 +147,6 @@ def deliver_company(*, company_id: int, limit: int = 5000) -> int:
     return delivered
 
 
-def failing(*, company_id: int | None = None) -> bool:
-    """Whether pending rows have already failed a delivery (Qdrant away): a task is retrying them,
-    or beat's sweep will."""
-    rows = SearchSpaceOutbox.objects.filter(delivered_at__isnull=True, attempts__gt=0)
-    if company_id is not None:
-        rows = rows.filter(company_id=company_id)
-    return rows.exists()
-
-
-def queue_delivery(*, company_id: int | None = None) -> None:
-    """Ask a worker to deliver the outbox (``company_id``'s, or every company's) now. Called after
-    a commit, so with the broker away the rows stay pending, the caller carries on, and the beat
-    sweep delivers them later. While deliveries are failing nothing is sent: the retrying task or
-    the sweep delivers these rows too, and an outage does not pile up a task per submit."""
-    from backend.celery import app
-
-    if failing(company_id=company_id):
-        logger.info("search-space deliveries are failing; the retrying delivery or the beat sweep delivers")
-        return
-    try:
-        app.send_task(DELIVERY_TASK, **({"kwargs": {"company_id": company_id}} if company_id is not None else {}))
-    except Exception as error:  # kombu's OperationalError, or celery's RuntimeError from the result store
-        logger.warning("could not queue the search-space delivery (%s); the beat sweep will deliver", error)
-
-
-def forget_boxes(*, box_ids: Collection[int]) -> None:
-    """Queue the removal of these boxes' points (before the boxes or their labels are deleted
-    outside the labelling services, e.g. in Django's admin) and a delivery after the commit."""
-    boxes = list(Box.objects.filter(pk__in=list(box_ids)).select_related("frame").order_by("pk"))
-    enqueue(boxes=boxes, operation=SearchSpaceOutbox.Operation.DELETE)
-    if boxes:
-        transaction.on_commit(queue_delivery)
-
-
 def rebuild_search_space(*, batch_size: int = 2000) -> int:
     """Recreate the base collection from every current label in the database; returns the point
     count. Settles only the rows pending when it started, and only for companies the base
@@ -212,8 +174,55 @@ def rebuild_search_space(*, batch_size: int = 2000) -> int:
     return len(labelled)
 
 
-def pending_count() -> int:
-    return SearchSpaceOutbox.objects.filter(delivered_at__isnull=True).count()
+def labelled_boxes(*, company_id: int) -> QuerySet[Label]:
+    return Label.objects.filter(is_current=True, product__isnull=False, box__frame__company_id=company_id)
+
+
+def build_index(*, model_set: ModelSet, batch_size: int | None = None, log: Callable[[str], None] = logger.info,
+                batches: int | None = None) -> ModelSet:
+    """Put every labelled crop of the set's company into the set's collection, in box-id order, a
+    batch at a time, each batch's end stored as the cursor: after a crash the build resumes from the
+    cursor. Labels changed meanwhile reach the collection through the outbox (which writes to sets
+    being built). ``batches``: stop after that many (tests). Returns the set, ready when done."""
+    batch_size = batch_size or settings.LEARN_REINDEX_BATCH
+    target = serving.Target(model_set)
+    space = engines.model_set_engines(model_set.folder).search_space
+    boxes = labelled_boxes(company_id=model_set.company_id)
+    if model_set.index_state == ModelSet.IndexState.READY:
+        return model_set
+    if ModelSet.objects.filter(pk=model_set.pk, index_state=ModelSet.IndexState.NONE).update(
+            index_state=ModelSet.IndexState.BUILDING, total_boxes=boxes.count(), index_cursor=0, indexed_boxes=0,
+            index_heartbeat_at=timezone.now(), index_error=""):
+        space.ensure_collection()
+    model_set.refresh_from_db()
+    cursor, done = model_set.index_cursor, 0
+    try:
+        while batches is None or done < batches:
+            box_ids = list(boxes.filter(box_id__gt=cursor).order_by("box_id").values_list("box_id", flat=True)[:batch_size])
+            if not box_ids:
+                break
+            # Under the company's outbox lock, skipping boxes relabelled since they were read: their
+            # own outbox rows bring the newer label, and this batch never writes an older one over it.
+            index_current(company_id=model_set.company_id, box_ids=box_ids, targets=[target])
+            # Conditional: a second builder of the same set (a resumed one) advances it only once.
+            if not ModelSet.objects.filter(pk=model_set.pk, index_cursor=cursor).update(
+                    index_cursor=box_ids[-1], indexed_boxes=F("indexed_boxes") + len(box_ids),
+                    total_boxes=boxes.count(), index_heartbeat_at=timezone.now()):
+                raise ModelSetStateError(f"model set {model_set.name}: another build moved its cursor past {cursor}")
+            cursor, done = box_ids[-1], done + 1
+            log(f"re-index {model_set.name}: {cursor} (batch {done})")
+        else:
+            model_set.refresh_from_db()
+            return model_set
+    except Exception as error:
+        ModelSet.objects.filter(pk=model_set.pk).update(index_error=f"{type(error).__name__}: {error}"[:2000])
+        raise
+    space.flush()  # Qdrant Edge builds its HNSW graph here; a server indexes by itself
+    ModelSet.objects.filter(pk=model_set.pk, index_state=ModelSet.IndexState.BUILDING).update(
+        index_state=ModelSet.IndexState.READY, index_heartbeat_at=timezone.now(), index_error="",
+        total_boxes=F("indexed_boxes"))
+    model_set.refresh_from_db()
+    return model_set
 
 
 def _chunks(ids: Sequence[int], size: int = IDS_PER_QUERY) -> Iterator[Sequence[int]]:

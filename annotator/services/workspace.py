@@ -21,7 +21,7 @@ from django.utils import timezone
 from annotator import selectors
 from annotator.models import Box, Frame, Label, Product
 from annotator.permissions import LABELLERS, companies_with_role
-from annotator.services import frame_states, search_index
+from annotator.services import frame_states, outbox
 from annotator.services.labels import Decision, record_labels
 
 
@@ -218,7 +218,7 @@ def _refused_submit(*, frame_id: int, user) -> WorkspaceError:
 
 
 def _deliver_outbox(*, company_id: int) -> None:
-    search_index.queue_delivery(company_id=company_id)
+    outbox.queue_delivery(company_id=company_id)
 
 
 def _decisions(frame: Frame, views: Sequence[selectors.BoxView], answers: Sequence[BoxAnswer]) -> list[Decision]:

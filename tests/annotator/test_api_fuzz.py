@@ -49,7 +49,7 @@ class Company:
 @pytest.fixture
 def company(monkeypatch) -> Company:
     monkeypatch.setattr("annotator.services.workspace._deliver_outbox", lambda **company: None)
-    monkeypatch.setattr("annotator.services.prelabel.queue_prelabelling", lambda *, frame_id: None)
+    monkeypatch.setattr("annotator.services.prelabel_queue.queue_prelabelling", lambda *, frame_id: None)
     shelf = ShelfFactory()
     company = shelf.camera.store.company
     products = [ProductFactory(company=company) for _ in range(3)]

@@ -27,7 +27,7 @@ def uploader(shelf):
 @pytest.fixture
 def queued(monkeypatch) -> list[int]:
     frame_ids: list[int] = []
-    monkeypatch.setattr("annotator.services.prelabel.queue_prelabelling",
+    monkeypatch.setattr("annotator.services.prelabel_queue.queue_prelabelling",
                         lambda *, frame_id: frame_ids.append(frame_id))
     return frame_ids
 

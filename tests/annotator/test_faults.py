@@ -37,7 +37,7 @@ from django.utils import timezone
 
 from annotator import engines, tasks
 from annotator.models import Frame, IngestedObject, Label, Prediction, SearchSpaceOutbox
-from annotator.services import prelabel, search_index
+from annotator.services import outbox, prelabel, prelabel_queue, search_index
 from annotator.services.ingest import ingest_s3
 from annotator.services.labels import Decision, record_labels
 from inference.images import ImageError
@@ -302,7 +302,7 @@ def test_the_stall_sweep_queues_again_only_frames_left_queued_or_processing(queu
     # Claimed that long ago (by a run, or, without one, when its task could not be sent).
     Frame.objects.exclude(pk=recent.pk).update(updated_at=long_ago, prelabel_claimed_at=long_ago)
 
-    swept = prelabel.requeue_stalled_frames(older_than=timedelta(minutes=30))
+    swept = prelabel_queue.requeue_stalled_frames(older_than=timedelta(minutes=30))
 
     assert sorted(swept) == sorted(queued) == sorted([frames["queued"].pk, frames["processing"].pk])
     assert dict(Frame.objects.values_list("pk", "status")) == {
@@ -310,7 +310,7 @@ def test_the_stall_sweep_queues_again_only_frames_left_queued_or_processing(queu
         recent.pk: "processing"}
     assert "not pre-labelled after 30 minutes" in Frame.objects.get(pk=frames["processing"].pk).status_reason
     # Each waits the stall time again before another sweep sends it once more.
-    assert prelabel.requeue_stalled_frames(older_than=timedelta(minutes=30)) == []
+    assert prelabel_queue.requeue_stalled_frames(older_than=timedelta(minutes=30)) == []
     entries = [entry for entry in settings.CELERY_BEAT_SCHEDULE.values() if entry["task"] == tasks.requeue_stalled_frames.name]
     assert len(entries) == 1
 
@@ -366,7 +366,7 @@ def test_a_redis_restart_loses_no_label_and_the_worker_reconnects(
 
         private_redis.start()  # the same port, empty
         # The worker reconnects by itself and takes the delivery this process sends now.
-        search_index.queue_delivery()
+        outbox.queue_delivery()
         wait_for(lambda: not pending_outbox().exists(), timeout=60, what="the outbox delivery", log=log)
     assert workers[0].poll() is None
 
@@ -412,7 +412,7 @@ def test_prelabelling_while_qdrant_is_down_retries_then_fails_visibly_and_recove
 
     pipeline = Pipeline(tiny_embedder, search_space, PipelineConfig(version="v0-test", knn_neighbours=5, top_k=5))
     with engines.override(embedder=tiny_embedder, search_space=search_space, pipeline=pipeline, detector=None):
-        assert prelabel.retry_frame(frame=incoming)  # the frame list's retry button
+        assert prelabel_queue.retry_frame(frame=incoming)  # the frame list's retry button
         assert tasks.prelabel_frame.apply(args=[incoming.pk]).get() == incoming.pk
     assert_prelabelled_once(scene)
     assert not pending_outbox().exists()

@@ -55,7 +55,7 @@ def uploader(shelf):
 
 @pytest.fixture(autouse=True)
 def no_broker(monkeypatch):
-    monkeypatch.setattr("annotator.services.prelabel.queue_prelabelling", lambda *, frame_id: None)
+    monkeypatch.setattr("annotator.services.prelabel_queue.queue_prelabelling", lambda *, frame_id: None)
 
 
 def upload(client, shelf, data: bytes, name: str):

@@ -58,7 +58,7 @@ def add_labelled_frame(shelf, products, index: int) -> Frame:
 
 
 def labelled_count(company: Company) -> int:
-    return model_sets.labelled_boxes(company_id=company.pk).count()
+    return search_index.labelled_boxes(company_id=company.pk).count()
 
 
 def learn(company: Company, *options: str) -> str:
@@ -127,7 +127,7 @@ def test_a_crashed_reindex_resumes_and_a_half_built_collection_never_serves():
     candidate = LearningRound.objects.get(company=company).candidate
     assert candidate.index_state == ModelSet.IndexState.NONE
 
-    model_sets.build_index(model_set=candidate, batches=1)  # then the worker dies
+    search_index.build_index(model_set=candidate, batches=1)  # then the worker dies
     candidate.refresh_from_db()
     assert candidate.index_state == ModelSet.IndexState.BUILDING
     assert 0 < candidate.indexed_boxes < candidate.total_boxes
@@ -251,7 +251,7 @@ def test_two_switches_at_once_keep_the_chain_of_previous_sets():
     learn(company, "--margin", "1")
     first, second = ModelSet.objects.filter(company=company).order_by("pk")
     for model_set in (first, second):
-        model_sets.build_index(model_set=model_set)
+        search_index.build_index(model_set=model_set)
 
     results = run_together(lambda: model_sets.switch(model_set=first), lambda: model_sets.switch(model_set=second))
 
@@ -276,15 +276,15 @@ def test_two_builds_of_one_collection_at_once_index_every_crop_once():
     candidate = ModelSet.objects.get(company=company)
     engines.model_set_engines(candidate.folder)  # loaded once, before the threads share it
 
-    results = run_together(lambda: model_sets.build_index(model_set=ModelSet.objects.get(pk=candidate.pk)),
-                           lambda: model_sets.build_index(model_set=ModelSet.objects.get(pk=candidate.pk)))
+    results = run_together(lambda: search_index.build_index(model_set=ModelSet.objects.get(pk=candidate.pk)),
+                           lambda: search_index.build_index(model_set=ModelSet.objects.get(pk=candidate.pk)))
 
     assert any(isinstance(r, ModelSet) for r in results), results
     for result in results:
         assert isinstance(result, ModelSet) or isinstance(result, model_sets.ModelSetStateError), result
     candidate.refresh_from_db()
     if candidate.index_state != ModelSet.IndexState.READY:  # the winner stopped when the loser moved on
-        model_sets.build_index(model_set=candidate)
+        search_index.build_index(model_set=candidate)
         candidate.refresh_from_db()
     assert candidate.index_state == ModelSet.IndexState.READY
     assert candidate.indexed_boxes == labelled_count(company)

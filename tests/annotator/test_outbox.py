@@ -12,7 +12,7 @@ from django.db import connection
 
 from annotator import tasks
 from annotator.models import Label, SearchSpaceOutbox
-from annotator.services import search_index
+from annotator.services import outbox, search_index
 from annotator.services.labels import Decision, record_labels
 from tests.annotator.test_learning import run_together
 from tests.factories import BoxFactory, FrameFactory, ProductFactory, ShelfFactory, UserFactory
@@ -181,18 +181,18 @@ def test_a_delivery_is_sent_by_name_and_not_again_while_deliveries_fail(monkeypa
     from backend.celery import app
 
     sent = []
-    monkeypatch.setattr(app, "send_task", lambda name, *args, **kwargs: sent.append((name, args, kwargs)))
+    monkeypatch.setattr(app, "send_task", lambda name, args, kwargs: sent.append((name, args, kwargs)))
     scene = labelled_shelf()
-    search_index.queue_delivery()
-    assert sent == [("annotator.tasks.deliver_search_outbox", (), {})]
+    outbox.queue_delivery()
+    assert sent == [("annotator.tasks.deliver_search_outbox", [], None)]
 
     pending().filter(box_key=scene["boxes"][0].pk).update(attempts=1, last_error="ConnectionError: qdrant is down")
-    search_index.queue_delivery()  # a submit during an outage: the retrying task or the sweep delivers
-    search_index.queue_delivery(company_id=scene["company"].pk)
+    outbox.queue_delivery()  # a submit during an outage: the retrying task or the sweep delivers
+    outbox.queue_delivery(company_id=scene["company"].pk)
     assert len(sent) == 1
     other = ShelfFactory().camera.store.company  # a company whose deliveries do not fail
-    search_index.queue_delivery(company_id=other.pk)
-    assert sent[1:] == [("annotator.tasks.deliver_search_outbox", (), {"kwargs": {"company_id": other.pk}})]
+    outbox.queue_delivery(company_id=other.pk)
+    assert sent[1:] == [("annotator.tasks.deliver_search_outbox", [], {"company_id": other.pk})]
 
 
 @pytest.mark.django_db

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from annotator.models import Box, BoxEmbedding, Frame, Label, Prediction, SearchSpaceOutbox
-from annotator.services import search_index
+from annotator.services import outbox, search_index
 from annotator.services.labels import Decision, record_labels
 from annotator.services.prelabel import prelabel_frame
 from tests.factories import BoxFactory, FrameFactory, ProductFactory, ShelfFactory
@@ -155,7 +155,7 @@ def test_rebuild_search_space_from_the_database(test_engines, search_space):
     search_space.recreate()
     assert search_index.rebuild_search_space() == 3
     assert search_space.count() == 3
-    assert search_index.pending_count() == 0
+    assert outbox.pending_count() == 0
 
 
 def test_v1_uses_the_shelf_history_before_the_frame(tiny_embedder, search_space):

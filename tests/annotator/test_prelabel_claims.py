@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from annotator import engines, tasks
 from annotator.models import Box, Frame, Prediction
-from annotator.services import prelabel
+from annotator.services import prelabel, prelabel_queue
 from inference.detector import Detection
 from tests.celery_sends import prelabel_sent_to
 from tests.annotator.test_learning import run_together
@@ -69,7 +69,7 @@ def test_a_run_that_lost_its_claim_to_the_sweep_writes_nothing(test_engines, mon
     monkeypatch.setattr("backend.celery.app.send_task", prelabel_sent_to(sent.append))
     frame = frame_with_boxes(checksum="d" * 64)
     # The sweep judges the run stalled while it works (its claim is older than "0 minutes").
-    interrupt_the_run(monkeypatch, lambda: prelabel.requeue_stalled_frames(older_than=timedelta(0)))
+    interrupt_the_run(monkeypatch, lambda: prelabel_queue.requeue_stalled_frames(older_than=timedelta(0)))
 
     with pytest.raises(prelabel.ClaimLost):
         prelabel.prelabel_frame(frame_id=frame.pk)
@@ -92,7 +92,7 @@ def test_a_run_taken_over_that_then_fails_leaves_the_frame_the_other_run_finishe
     finished: list[int] = []
 
     def taken_over_then_broken():
-        prelabel.requeue_stalled_frames(older_than=timedelta(0))
+        prelabel_queue.requeue_stalled_frames(older_than=timedelta(0))
         prelabel.prelabel_frame(frame_id=frame.pk)  # the run the sweep sent, done at once
         finished.extend(Prediction.objects.filter(box__frame=frame).values_list("pk", flat=True))
         raise OSError("the stalled run wakes up to a broken disk")
@@ -115,7 +115,7 @@ def test_a_frame_merely_waiting_in_a_long_queue_is_not_sent_again(monkeypatch):
     waiting = FrameFactory(status=Frame.Status.QUEUED)  # its task sent, behind an hour of others
     Frame.objects.filter(pk=waiting.pk).update(updated_at=timezone.now() - LONG_AGO)
 
-    assert prelabel.requeue_stalled_frames(older_than=timedelta(minutes=30)) == sent == []
+    assert prelabel_queue.requeue_stalled_frames(older_than=timedelta(minutes=30)) == sent == []
     assert Frame.objects.get(pk=waiting.pk).status_reason == ""
 
 
@@ -137,7 +137,7 @@ def test_the_stall_sweep_takes_only_stale_claims(monkeypatch):
     }
     Frame.objects.update(updated_at=now - LONG_AGO)
 
-    swept = prelabel.requeue_stalled_frames(older_than=timedelta(minutes=30))
+    swept = prelabel_queue.requeue_stalled_frames(older_than=timedelta(minutes=30))
 
     assert sorted(swept) == sorted(sent) == sorted([frames["stalled"].pk, frames["unsent"].pk])
     after = {name: Frame.objects.get(pk=frame.pk) for name, frame in frames.items()}
@@ -148,7 +148,7 @@ def test_the_stall_sweep_takes_only_stale_claims(monkeypatch):
     assert after["running"].status == Frame.Status.PROCESSING and after["running"].prelabel_token == "task-2/alive"
     assert after["waiting"].status == Frame.Status.QUEUED and after["waiting"].status_reason == ""
     assert after["re-labelling"].status == Frame.Status.LABELLED
-    assert prelabel.requeue_stalled_frames(older_than=timedelta(minutes=30)) == []
+    assert prelabel_queue.requeue_stalled_frames(older_than=timedelta(minutes=30)) == []
 
 
 @pytest.mark.django_db
@@ -159,13 +159,13 @@ def test_a_frame_whose_task_could_not_be_sent_is_left_for_the_sweep(monkeypatch)
         raise ConnectionError("broker unreachable")
 
     monkeypatch.setattr("backend.celery.app.send_task", prelabel_sent_to(broker_away))
-    prelabel.queue_prelabelling(frame_id=frame.pk)
+    prelabel_queue.queue_prelabelling(frame_id=frame.pk)
     frame.refresh_from_db()
     assert frame.prelabel_claimed_at is not None and frame.prelabel_token == ""
 
     sent: list[int] = []
     monkeypatch.setattr("backend.celery.app.send_task", prelabel_sent_to(sent.append))
-    assert prelabel.requeue_stalled_frames(older_than=timedelta(0)) == sent == [frame.pk]
+    assert prelabel_queue.requeue_stalled_frames(older_than=timedelta(0)) == sent == [frame.pk]
 
 
 @pytest.mark.django_db

@@ -3,7 +3,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from annotator import engines
 from annotator.services.ingest import ingest_s3
-from annotator.services.prelabel import queue_prelabelling
+from annotator.services.prelabel_queue import queue_prelabelling
 
 
 class Command(BaseCommand):
