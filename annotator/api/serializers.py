@@ -216,10 +216,14 @@ class ConfirmRateRowSerializer(serializers.Serializer):
     changed_later_rate = serializers.FloatField(allow_null=True)
     seconds_per_box = serializers.FloatField(allow_null=True)
     boxes_per_hour = serializers.FloatField(allow_null=True)
+    auto_accepted = serializers.IntegerField(
+        help_text="auto-accepted suggestions kept on submit; counted apart, not in confirmed, boxes or confirm_rate")
+    reviewed = serializers.IntegerField(help_text="auto-accepted boxes a QA lead reviewed afterwards")
 
     class Meta:
         fields = ["group", "boxes", "suggested", "confirmed", "corrected", "added", "deleted", "confirm_rate",
-                  "changed_later", "changed_later_rate", "seconds_per_box", "boxes_per_hour"]
+                  "changed_later", "changed_later_rate", "seconds_per_box", "boxes_per_hour", "auto_accepted",
+                  "reviewed"]
 
 
 class SuspiciousProductSerializer(serializers.Serializer):
