@@ -28,6 +28,8 @@ class TakesPointsOutOfTheSearchSpace:
 
 @admin.register(models.Company)
 class CompanyAdmin(admin.ModelAdmin):
+    list_display = ["name", "model_set", "auto_accept_threshold"]
+    list_editable = ["auto_accept_threshold"]
     search_fields = ["name"]
 
 

@@ -7,6 +7,7 @@ hangs off one Company, and every read is scoped by it (see ``selectors``).
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 
@@ -16,11 +17,21 @@ class Company(models.Model):
     model_set = models.ForeignKey(
         "ModelSet", on_delete=models.PROTECT, null=True, blank=True, related_name="+",
         help_text="The promoted model set pre-labelling uses; empty: the base (ImageNet) set")
+    auto_accept_threshold = models.FloatField(
+        null=True, blank=True, validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        help_text="Pre-labelling pre-confirms a box whose calibrated probability is at or above this "
+                  "(0..1); empty: auto-accept is off. Uncalibrated scores are never auto-accepted.")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         verbose_name_plural = "companies"
         ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(auto_accept_threshold__isnull=True)
+                | Q(auto_accept_threshold__gte=0.0, auto_accept_threshold__lte=1.0),
+                name="company_auto_accept_threshold_0_1"),
+        ]
 
     def __str__(self) -> str:
         return self.name

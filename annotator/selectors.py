@@ -89,6 +89,11 @@ def frame_boxes(*, frame: Frame) -> list[BoxView]:
     return views
 
 
+def auto_accept_threshold(*, company_id: int) -> float | None:
+    """The company's auto-accept threshold (None: auto-accept is off)."""
+    return Company.objects.filter(pk=company_id).values_list("auto_accept_threshold", flat=True).first()
+
+
 def with_thumbnails(products: QuerySet[Product]) -> QuerySet[Product]:
     return products.select_related("category").prefetch_related(
         Prefetch("images", queryset=ProductImage.objects.order_by("-is_primary", "pk")))

@@ -46,7 +46,9 @@ class Conflict(APIException):
 
 def frame_detail_response(request: Request, frame) -> Response:
     boxes = selectors.frame_boxes(frame=frame)
-    return Response(FrameDetailSerializer(frame, context={"boxes": boxes, "request": request}).data)
+    threshold = selectors.auto_accept_threshold(company_id=frame.company_id)
+    return Response(FrameDetailSerializer(
+        frame, context={"boxes": boxes, "request": request, "auto_accept_threshold": threshold}).data)
 
 
 class PayloadTooLarge(APIException):

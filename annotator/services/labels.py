@@ -19,6 +19,7 @@ class Decision:
     suggested_product: Product | None = None
     time_spent_ms: int = 0
     suggested_by: PipelineVersion | None = None
+    auto_accepted: bool = False  # kept an auto-accepted suggestion unchanged (reports count these apart)
 
 
 @transaction.atomic
@@ -36,6 +37,7 @@ def record_labels(*, decisions: Sequence[Decision], annotator=None) -> list[Labe
             suggested_product=decision.suggested_product,
             suggested_by=decision.suggested_by,
             time_spent_ms=decision.time_spent_ms,
+            auto_accepted=decision.auto_accepted,
         )
         for decision in decisions
     )

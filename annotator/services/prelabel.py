@@ -169,6 +169,7 @@ def prelabel_frame(*, frame_id: int, run_id: str | None = None) -> Frame:
                         score=candidates[0].score if candidates else None,
                         probability=probability,
                         candidates=[c.as_dict() for c in candidates],
+                        auto_accepted=auto_accepts(probability, serving.auto_accept_threshold),
                     )
                     for box, candidates, probability in zip(boxes, ranked, probabilities)
                 )
@@ -188,6 +189,12 @@ def prelabel_frame(*, frame_id: int, run_id: str | None = None) -> Frame:
             frame_states.step(frame_id=frame.pk, steps=KEEP_RESULT, where=Q(prelabel_token=token), **RELEASED)
         raise
     return frame
+
+
+def auto_accepts(probability: float | None, threshold: float | None) -> bool:
+    """Whether a box is pre-confirmed: its calibrated probability is at or above the company's
+    threshold. Never without a threshold (auto-accept off) or a calibrated probability (None or NaN)."""
+    return threshold is not None and probability is not None and probability >= threshold
 
 
 def calibrated(ranked: list[list[Candidate]], calibrator: Calibrator | None) -> list[float | None]:

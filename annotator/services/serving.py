@@ -33,11 +33,12 @@ class Target:
 @dataclass(frozen=True)
 class Serving:
     """What pre-labels a company's frames: its promoted set's pipeline and calibrator, or the base
-    pipeline (``model_set`` None, no calibrator)."""
+    pipeline (``model_set`` None, no calibrator). ``auto_accept_threshold``: the company's (None: off)."""
 
     model_set: ModelSet | None
     pipeline: object
     calibrator: object | None
+    auto_accept_threshold: float | None = None
 
     def embedder_version(self) -> ModelVersion:
         return self.model_set.embedder if self.model_set else current_embedder_version(self.pipeline)
@@ -46,9 +47,9 @@ class Serving:
 def serving(*, company_id: int) -> Serving:
     company = Company.objects.select_related("model_set__embedder").get(pk=company_id)
     if company.model_set is None:
-        return Serving(None, engines.pipeline(), None)
+        return Serving(None, engines.pipeline(), None, company.auto_accept_threshold)
     loaded = engines.model_set_engines(company.model_set.folder)
-    return Serving(company.model_set, loaded.pipeline, loaded.calibrator)
+    return Serving(company.model_set, loaded.pipeline, loaded.calibrator, company.auto_accept_threshold)
 
 
 def live_targets(*, company_id: int) -> list[Target]:

@@ -250,8 +250,10 @@ def _decisions(frame: Frame, views: Sequence[selectors.BoxView], answers: Sequen
             raise InvalidSubmission(f"Box {answer.box_id} needs a product or deleted=true.")
         else:
             action = Label.Action.CONFIRMED if suggestion and suggestion.pk == answer.product_id else Label.Action.CORRECTED
+            # An auto-accepted box left unchanged is recorded as such; a changed one is a normal correction.
+            kept_auto = action == Label.Action.CONFIRMED and view.prediction is not None and view.prediction.auto_accepted
             decisions.append(Decision(view.box, products[answer.product_id], action, suggestion, answer.time_spent_ms,
-                                      shown_by))
+                                      shown_by, auto_accepted=kept_auto))
     return decisions
 
 

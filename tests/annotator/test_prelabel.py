@@ -319,3 +319,44 @@ def test_delivering_labels_reuses_the_embeddings_pre_labelling_stored(test_engin
         np.frombuffer(bytes(BoxEmbedding.objects.get(box=boxes[1]).vector), np.float16)[None].astype(np.float32),
         company_id=company.pk)
     assert hit.box_id == boxes[1].pk and hit.score == pytest.approx(1.0, abs=1e-3)
+
+
+def prelabel_with_threshold(monkeypatch, threshold, calibrator):
+    """Pre-label a fresh frame of a company whose auto-accept threshold is ``threshold``, served with
+    ``calibrator`` (None: uncalibrated, the raw scores only); returns its predictions."""
+    import dataclasses
+
+    from annotator.services import prelabel
+    from annotator.services.serving import serving as real_serving
+
+    shelf = ShelfFactory()
+    company = shelf.camera.store.company
+    company.auto_accept_threshold = threshold
+    company.save()
+    products = {RED: ProductFactory(company=company), GREEN: ProductFactory(company=company)}
+    labelled_frame(shelf, products, "e" * 64)
+    incoming = FrameFactory(shelf=shelf, blocks=LAYOUT, checksum="f" * 64)
+    for (x, y, w, h), _ in LAYOUT:
+        BoxFactory(frame=incoming, x=x, y=y, w=w, h=h)
+    monkeypatch.setattr(prelabel, "serving_of", lambda *, company_id: dataclasses.replace(
+        real_serving(company_id=company_id), calibrator=calibrator))
+    prelabel_frame(frame_id=incoming.pk)
+    return list(Prediction.objects.filter(box__frame=incoming))
+
+
+@pytest.mark.parametrize(("threshold", "calibrated", "expected"), [
+    (0.9, True, True),  # at the threshold: auto-accepted
+    (0.5, True, True),
+    (0.91, True, False),  # below it
+    (None, True, False),  # no threshold: auto-accept is off
+    (0.0, False, False),  # uncalibrated scores are never auto-accepted, whatever the threshold
+])
+def test_prelabelling_auto_accepts_boxes_whose_calibrated_probability_reaches_the_threshold(
+        test_engines, monkeypatch, threshold, calibrated, expected):
+    from inference.calibration import Calibrator
+
+    calibrator = Calibrator(np.array([0.0]), np.array([0.9]), 10) if calibrated else None
+    predictions = prelabel_with_threshold(monkeypatch, threshold, calibrator)
+    assert len(predictions) == 3
+    assert [p.probability for p in predictions] == ([pytest.approx(0.9)] * 3 if calibrated else [None] * 3)
+    assert [p.auto_accepted for p in predictions] == [expected] * 3

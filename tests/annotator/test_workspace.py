@@ -311,3 +311,37 @@ def test_frame_detail_boxes_carry_probability_calibrated_and_auto_accepted(clien
             by_id[first.box_id]["auto_accepted"]) == (0.998, True, True)
     assert (by_id[second.box_id]["probability"], by_id[second.box_id]["calibrated"],
             by_id[second.box_id]["auto_accepted"]) == (1.0, False, False)
+
+
+def test_the_frame_carries_its_companys_auto_accept_threshold(client, shelf, company, products):
+    frame = ready_frame(shelf, products)
+    client.force_login(annotator(company))
+    assert client.get(f"/api/frames/{frame.pk}/").json()["auto_accept_threshold"] is None
+    company.auto_accept_threshold = 0.97
+    company.save()
+    assert client.get(f"/api/frames/{frame.pk}/").json()["auto_accept_threshold"] == 0.97
+
+
+def test_a_submit_keeping_an_auto_accepted_box_records_it_as_auto_accepted_a_changed_one_is_a_correction(
+        client, shelf, company, products):
+    frame = ready_frame(shelf, products, suggestions=(0, 1, 2))
+    kept, changed, plain = Prediction.objects.filter(box__frame=frame).order_by("box_id")
+    Prediction.objects.filter(pk__in=[kept.pk, changed.pk]).update(probability=0.999, auto_accepted=True)
+    client.force_login(annotator(company))
+    assert client.post(f"/api/frames/{frame.pk}/lease/").status_code == 200
+    answers = [{"id": kept.box_id, "product_id": products[0].pk},
+               {"id": changed.box_id, "product_id": products[2].pk},
+               {"id": plain.box_id, "product_id": products[2].pk}]
+    response = client.post(f"/api/frames/{frame.pk}/submit/", {"boxes": answers}, content_type="application/json")
+    assert response.status_code == 200, response.content
+    labels = {label.box_id: (label.action, label.auto_accepted) for label in Label.objects.filter(box__frame=frame)}
+    assert labels == {kept.box_id: ("confirmed", True), changed.box_id: ("corrected", False),
+                      plain.box_id: ("confirmed", False)}
+
+
+def test_the_auto_accept_threshold_must_lie_between_0_and_1(company):
+    from django.db import IntegrityError, transaction
+
+    company.auto_accept_threshold = 1.5
+    with pytest.raises(IntegrityError), transaction.atomic():
+        company.save()
