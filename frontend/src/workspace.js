@@ -817,7 +817,7 @@ function renderAnswer(box) {
     body = el("div", { class: "ws-product" },
       thumbnail(item || { id: shown, name: productName(shown) }, "large"),
       el("div", { class: "ws-product-text" },
-        el("strong", { class: "name", text: productName(shown) }),
+        el("strong", { class: "name", text: productName(shown), title: productName(shown) }),
         el("small", { text: [item?.sku, item?.category].filter(Boolean).join(" · ") }),
         el("small", { class: "ws-muted", text: note })));
   }
@@ -876,7 +876,7 @@ function renderCandidates(box) {
     el("kbd", { text: index + 1 }),
     thumbnail(item || { id: candidate.product_id, name: productName(candidate.product_id) }),
     el("div", { class: "ws-product-text" },
-      el("span", { class: "name", text: productName(candidate.product_id) }),
+      el("span", { class: "name", text: productName(candidate.product_id), title: productName(candidate.product_id) }),
       el("small", { class: "why", text: why(candidate.components || {}) })),
     el("div", { class: "ws-score" },
       el("span", { text: fmt(candidate.score, 3) }),
