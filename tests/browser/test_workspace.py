@@ -422,3 +422,40 @@ def test_search_results_are_in_view_at_laptop_size_with_thumbnails_and_full_name
         assert active["y"] + active["height"] <= page.locator(".ws-box-actions").bounding_box()["y"] + 1
     finally:
         context.close()
+
+
+def test_undo_history_survives_a_reload_and_is_cleared_on_submit(page, live_server, scene):
+    """17.4: the undo/redo history is kept in sessionStorage, keyed by frame and lease holder."""
+    frame = scene["frame"]
+    UserFactory(username="ann", company=scene["company"], role="annotator")
+    errors = []
+    page.on("pageerror", lambda error: errors.append(error))
+    log_in(page, live_server, "ann")
+    page.goto(f"{live_server.url}/frames/{frame.pk}/label/")
+    page.wait_for_selector(".ws-tag", timeout=TIMEOUT)
+    keys(page, "Enter", "3")  # #1 confirmed, #2 corrected
+    assert chips(page) == ["1 confirmed", "1 corrected", "1 to do"]
+    page.reload()
+    page.wait_for_selector(".ws-message:has-text('Restored your unsent answers for 2 boxes')", timeout=TIMEOUT)
+    stored = f"sessionStorage.getItem('shelf-annotator:undo:{frame.pk}:ann')"
+    assert page.evaluate(stored) is not None
+    keys(page, "u")
+    assert chips(page) == ["1 confirmed", "2 to do"]
+    keys(page, "u")
+    assert chips(page) == ["3 to do"]
+    keys(page, "u")
+    assert "Nothing to undo" in page.locator(".ws-message").inner_text()
+    keys(page, "Shift+U")
+    assert chips(page) == ["1 confirmed", "2 to do"]
+    # The redo stack survives a reload as well.
+    page.reload()
+    page.wait_for_selector(".ws-message:has-text('Restored your unsent answers for 1 box')", timeout=TIMEOUT)
+    keys(page, "Shift+U")
+    assert chips(page) == ["1 confirmed", "1 corrected", "1 to do"]
+    assert "Orange juice" not in page.locator(".ws-tag").nth(1).inner_text()  # the third candidate: Oat milk
+    keys(page, "Shift+Enter", "s")
+    page.wait_for_selector("text=Nothing to label right now", timeout=TIMEOUT)
+    assert page.evaluate(stored) is None
+    assert page.evaluate("Object.keys(sessionStorage).filter(k => k.startsWith('shelf-annotator:undo:'))") == []
+    assert Label.objects.filter(box__frame=frame).count() == 3
+    assert errors == []
