@@ -25,7 +25,7 @@ from inference.embedder_training import (
 )
 from tests.factories import shelf_image
 
-TINY = TrainingConfig(backbone="test_efficientnet", embedding_dim=32, input_size=64, init="none", epochs=2, p=3, k=2,
+TINY = TrainingConfig(embedder=EmbedderConfig(backbone="test_efficientnet", embedding_dim=32, input_size=64), init="none", epochs=2, p=3, k=2,
                       lr=1e-3, log_every=1)
 
 
