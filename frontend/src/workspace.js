@@ -291,10 +291,13 @@ function slim(saved) {
 
 function saveHistory() {
   if (!state.frame || !state.editable) return;
+  const undo = state.undo.slice(-HISTORY_KEPT).map(slim);
+  const redo = state.redo.slice(-HISTORY_KEPT).map(slim);
+  // Products picked by search are not in the frame JSON: keep them so a redo after a reload can name them.
+  const ids = new Set([...undo, ...redo].flatMap((snap) => snap.boxes.map((b) => b.productId)).filter((id) => id !== null));
   try {
     sessionStorage.setItem(historyKey(), JSON.stringify({
-      boxIds: servedBoxIds(),
-      undo: state.undo.slice(-HISTORY_KEPT).map(slim), redo: state.redo.slice(-HISTORY_KEPT).map(slim),
+      boxIds: servedBoxIds(), undo, redo, products: [...ids].map(product).filter(Boolean),
     }));
   } catch { /* storage full or disabled: the history stays in memory */ }
 }
@@ -310,6 +313,7 @@ function restoreHistory(served) {
   let saved;
   try { saved = JSON.parse(sessionStorage.getItem(historyKey()) || "null"); } catch { saved = null; }
   if (!saved || saved.boxIds !== servedBoxIds()) return;
+  for (const p of saved.products || []) if (!state.products.has(p.id)) state.products.set(p.id, p);
   const fatten = (snap) => {
     const boxes = [];
     for (const b of snap.boxes || []) {

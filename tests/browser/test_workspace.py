@@ -453,9 +453,21 @@ def test_undo_history_survives_a_reload_and_is_cleared_on_submit(page, live_serv
     keys(page, "Shift+U")
     assert chips(page) == ["1 confirmed", "1 corrected", "1 to do"]
     assert "Orange juice" not in page.locator(".ws-tag").nth(1).inner_text()  # the third candidate: Oat milk
-    keys(page, "Shift+Enter", "s")
+    # A product found by search (not among the frame's candidates) is still named after undo, reload, redo.
+    ProductFactory(company=scene["company"], name="Lemonade")
+    keys(page, "/")
+    page.keyboard.type("lemon")
+    keys(page, "Enter")
+    page.wait_for_function("document.querySelectorAll('.ws-tag')[2]?.innerText.includes('Lemonade')", timeout=TIMEOUT)
+    keys(page, "u")
+    page.reload()
+    page.wait_for_selector(".ws-message:has-text('Restored your unsent answers for 2 boxes')", timeout=TIMEOUT)
+    keys(page, "Shift+U")
+    assert "Lemonade" in page.locator(".ws-tag").nth(2).inner_text()
+    keys(page, "s")
     page.wait_for_selector("text=Nothing to label right now", timeout=TIMEOUT)
     assert page.evaluate(stored) is None
     assert page.evaluate("Object.keys(sessionStorage).filter(k => k.startsWith('shelf-annotator:undo:'))") == []
     assert Label.objects.filter(box__frame=frame).count() == 3
+    assert Label.objects.filter(box__frame=frame, product__name="Lemonade").count() == 1
     assert errors == []
