@@ -135,7 +135,8 @@ def _reviewer(request: HttpRequest, *, company: int | None = None) -> None:
 def review(request: HttpRequest) -> HttpResponse:
     """QA leads' start page: products by their share of suspicious crops, and confusable pairs."""
     _reviewer(request)
-    return render(request, "annotator/review.html", {"report": selectors.label_noise_report(request.user)})
+    return render(request, "annotator/review.html", {"report": selectors.label_noise_report(request.user),
+                                                        "min_crops": selectors.MIN_REVIEW_CROPS})
 
 
 def review_product(request: HttpRequest, product_id: int) -> HttpResponse:
