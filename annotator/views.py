@@ -123,7 +123,7 @@ def reports_chart(request: HttpRequest) -> HttpResponse:
     data = form.cleaned_data
     rows = selectors.confirm_rate_by(request.user, by=data["by"], over=data["over"], start=data.get("start"),
                                      end=data.get("end"))
-    svg = confirm_rate_chart(rows, title=f"Confirm rate per {data['over']}, by {data['by']}")
+    svg = confirm_rate_chart(rows, title=f"Confirm rate per {data['over']}, by {data['by']}", over=data["over"])
     return HttpResponse(svg, content_type="image/svg+xml")
 
 
