@@ -27,6 +27,7 @@ from annotator.models import (
 )
 from inference.label_noise import NoiseConfig, confusable_pairs, rank_products, score_label_noise
 from inference.realgram import ShelfHistory
+from inference.stats import wilson_interval
 
 
 def companies_of(user) -> QuerySet[Company]:
@@ -290,15 +291,38 @@ def confirm_rate_by(user, *, by: str, start: date | None = None, end: date | Non
     ]
 
 
+# Products with fewer labelled crops than this are a small sample: their share of suspicious crops
+# says little (2 of 2 is 0.34..1.0 at 95%), so they are ranked below the others and marked.
+MIN_REVIEW_CROPS = 10
+
+
 @dataclass(frozen=True)
 class SuspiciousProduct:
     product: Product
     crops: int
     suspicious: int
+    min_crops: int = MIN_REVIEW_CROPS
 
     @property
     def share(self) -> float:
         return self.suspicious / self.crops if self.crops else 0.0
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        """The 95% Wilson score interval of the share of suspicious crops."""
+        return wilson_interval(self.suspicious, self.crops)
+
+    @property
+    def low(self) -> float:
+        return self.interval[0]
+
+    @property
+    def high(self) -> float:
+        return self.interval[1]
+
+    @property
+    def small_sample(self) -> bool:
+        return self.crops < self.min_crops
 
 
 @dataclass(frozen=True)
@@ -353,9 +377,12 @@ def _company_noise(user, config: NoiseConfig):
     return scored, len(labels) - sum(len(rows) for rows in by_company.values())
 
 
-def label_noise_report(user, *, config: NoiseConfig = NoiseConfig(), pairs: int = 20) -> LabelNoiseReport:
+def label_noise_report(user, *, config: NoiseConfig = NoiseConfig(), pairs: int = 20,
+                       min_crops: int = MIN_REVIEW_CROPS) -> LabelNoiseReport:
     """Every current label of the user's companies scored for label noise, each company's crops
-    against its own only, from the embeddings pre-labelling and the search space stored."""
+    against its own only, from the embeddings pre-labelling and the search space stored. Products
+    by their share of suspicious crops, worst first, those with fewer than ``min_crops`` crops (a
+    small sample) after all the others."""
     scored, unscored = _company_noise(user, config)
     ranked, confusable = [], []
     for _, products, scores in scored:
@@ -363,8 +390,8 @@ def label_noise_report(user, *, config: NoiseConfig = NoiseConfig(), pairs: int 
         confusable += confusable_pairs(products, scores, limit=pairs)
     catalogue = with_thumbnails(Product.objects.all()).in_bulk({p.product_id for p in ranked})
     return LabelNoiseReport(
-        products=sorted((SuspiciousProduct(catalogue[p.product_id], p.crops, p.suspicious) for p in ranked),
-                        key=lambda s: (-s.share, -s.suspicious, s.product.pk)),
+        products=sorted((SuspiciousProduct(catalogue[p.product_id], p.crops, p.suspicious, min_crops) for p in ranked),
+                        key=lambda s: (s.small_sample, -s.share, -s.suspicious, s.product.pk)),
         pairs=sorted(((catalogue[a], catalogue[b], n) for a, b, n in confusable), key=lambda t: -t[2])[:pairs],
         unscored=unscored,
     )
