@@ -25,6 +25,7 @@ from annotator.models import (
     ProductImage,
     Shelf,
 )
+from annotator.permissions import LABELLERS, companies_with_role
 from inference.label_noise import NoiseConfig, confusable_pairs, rank_products, score_label_noise
 from inference.realgram import ShelfHistory
 from inference.stats import wilson_interval
@@ -97,6 +98,26 @@ def with_thumbnails(products: QuerySet[Product]) -> QuerySet[Product]:
 
 def products_for(user) -> QuerySet[Product]:
     return with_thumbnails(Product.objects.filter(company__in=companies_of(user))).order_by("name", "pk")
+
+
+class NoCompanyToLabelFor(ValueError):
+    """The request does not say, or names wrongly, the company the user labels for (a 400)."""
+
+
+def company_to_label_for(user, *, company_id: int | None) -> Company:
+    """The company in which the user labels and means to act: ``company_id`` when given (it must be one
+    of those), else their only such company. Raises NoCompanyToLabelFor with the reason."""
+    companies = companies_with_role(user, *LABELLERS).distinct().order_by("pk")
+    if company_id is not None:
+        company = companies.filter(pk=company_id).first()
+        if company is None:
+            raise NoCompanyToLabelFor(f"company {company_id} is not one you label for")
+        return company
+    found = list(companies[:2])
+    if len(found) != 1:
+        raise NoCompanyToLabelFor("you label for several companies: say which (company)" if found
+                                  else "you label for no company")
+    return found[0]
 
 
 def search_products(user, *, query: str = "", store_id: int | None = None, limit: int = 20) -> list[Product]:

@@ -133,7 +133,7 @@ class FrameDetailSerializer(FrameSerializer):
     class Meta(FrameSerializer.Meta):
         fields = [*FrameSerializer.Meta.fields, "boxes", "products", "auto_accept_threshold"]
 
-    @extend_schema_field(OpenApiTypes.FLOAT)
+    @extend_schema_field(serializers.FloatField(allow_null=True))
     def get_auto_accept_threshold(self, frame: Frame) -> float | None:
         return self.context.get("auto_accept_threshold")
 
@@ -179,6 +179,15 @@ class SubmitReportSerializer(serializers.Serializer):
     corrected = serializers.IntegerField()
     added = serializers.IntegerField()
     deleted = serializers.IntegerField()
+
+
+class ProductCreateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=300)
+    sku = serializers.CharField(max_length=100, help_text="the company's own identifier; unique in the company")
+    category = serializers.CharField(max_length=200, required=False, allow_null=True, allow_blank=True, default=None,
+                                     help_text="the category's name (created when the company has none of that name)")
+    company = serializers.IntegerField(min_value=1, max_value=MAX_ID, required=False, default=None,
+                                       help_text="the company's id; needed only by a user who labels for several")
 
 
 class ProductSearchQuerySerializer(serializers.Serializer):
