@@ -25,8 +25,10 @@ from annotator.models import (
     ProductImage,
     Shelf,
 )
+from annotator.permissions import LABELLERS, companies_with_role
 from inference.label_noise import NoiseConfig, confusable_pairs, rank_products, score_label_noise
 from inference.realgram import ShelfHistory
+from inference.stats import wilson_interval
 
 
 def companies_of(user) -> QuerySet[Company]:
@@ -101,6 +103,26 @@ def with_thumbnails(products: QuerySet[Product]) -> QuerySet[Product]:
 
 def products_for(user) -> QuerySet[Product]:
     return with_thumbnails(Product.objects.filter(company__in=companies_of(user))).order_by("name", "pk")
+
+
+class NoCompanyToLabelFor(ValueError):
+    """The request does not say, or names wrongly, the company the user labels for (a 400)."""
+
+
+def company_to_label_for(user, *, company_id: int | None) -> Company:
+    """The company in which the user labels and means to act: ``company_id`` when given (it must be one
+    of those), else their only such company. Raises NoCompanyToLabelFor with the reason."""
+    companies = companies_with_role(user, *LABELLERS).distinct().order_by("pk")
+    if company_id is not None:
+        company = companies.filter(pk=company_id).first()
+        if company is None:
+            raise NoCompanyToLabelFor(f"company {company_id} is not one you label for")
+        return company
+    found = list(companies[:2])
+    if len(found) != 1:
+        raise NoCompanyToLabelFor("you label for several companies: say which (company)" if found
+                                  else "you label for no company")
+    return found[0]
 
 
 def search_products(user, *, query: str = "", store_id: int | None = None, limit: int = 20) -> list[Product]:
@@ -295,15 +317,38 @@ def confirm_rate_by(user, *, by: str, start: date | None = None, end: date | Non
     ]
 
 
+# Products with fewer labelled crops than this are a small sample: their share of suspicious crops
+# says little (2 of 2 is 0.34..1.0 at 95%), so they are ranked below the others and marked.
+MIN_REVIEW_CROPS = 10
+
+
 @dataclass(frozen=True)
 class SuspiciousProduct:
     product: Product
     crops: int
     suspicious: int
+    min_crops: int = MIN_REVIEW_CROPS
 
     @property
     def share(self) -> float:
         return self.suspicious / self.crops if self.crops else 0.0
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        """The 95% Wilson score interval of the share of suspicious crops."""
+        return wilson_interval(self.suspicious, self.crops)
+
+    @property
+    def low(self) -> float:
+        return self.interval[0]
+
+    @property
+    def high(self) -> float:
+        return self.interval[1]
+
+    @property
+    def small_sample(self) -> bool:
+        return self.crops < self.min_crops
 
 
 @dataclass(frozen=True)
@@ -358,9 +403,12 @@ def _company_noise(user, config: NoiseConfig):
     return scored, len(labels) - sum(len(rows) for rows in by_company.values())
 
 
-def label_noise_report(user, *, config: NoiseConfig = NoiseConfig(), pairs: int = 20) -> LabelNoiseReport:
+def label_noise_report(user, *, config: NoiseConfig = NoiseConfig(), pairs: int = 20,
+                       min_crops: int = MIN_REVIEW_CROPS) -> LabelNoiseReport:
     """Every current label of the user's companies scored for label noise, each company's crops
-    against its own only, from the embeddings pre-labelling and the search space stored."""
+    against its own only, from the embeddings pre-labelling and the search space stored. Products
+    by their share of suspicious crops, worst first, those with fewer than ``min_crops`` crops (a
+    small sample) after all the others."""
     scored, unscored = _company_noise(user, config)
     ranked, confusable = [], []
     for _, products, scores in scored:
@@ -368,8 +416,8 @@ def label_noise_report(user, *, config: NoiseConfig = NoiseConfig(), pairs: int 
         confusable += confusable_pairs(products, scores, limit=pairs)
     catalogue = with_thumbnails(Product.objects.all()).in_bulk({p.product_id for p in ranked})
     return LabelNoiseReport(
-        products=sorted((SuspiciousProduct(catalogue[p.product_id], p.crops, p.suspicious) for p in ranked),
-                        key=lambda s: (-s.share, -s.suspicious, s.product.pk)),
+        products=sorted((SuspiciousProduct(catalogue[p.product_id], p.crops, p.suspicious, min_crops) for p in ranked),
+                        key=lambda s: (s.small_sample, -s.share, -s.suspicious, s.product.pk)),
         pairs=sorted(((catalogue[a], catalogue[b], n) for a, b, n in confusable), key=lambda t: -t[2])[:pairs],
         unscored=unscored,
     )

@@ -123,7 +123,7 @@ def reports_chart(request: HttpRequest) -> HttpResponse:
     data = form.cleaned_data
     rows = selectors.confirm_rate_by(request.user, by=data["by"], over=data["over"], start=data.get("start"),
                                      end=data.get("end"))
-    svg = confirm_rate_chart(rows, title=f"Confirm rate per {data['over']}, by {data['by']}")
+    svg = confirm_rate_chart(rows, title=f"Confirm rate per {data['over']}, by {data['by']}", over=data["over"])
     return HttpResponse(svg, content_type="image/svg+xml")
 
 
@@ -135,7 +135,8 @@ def _reviewer(request: HttpRequest, *, company: int | None = None) -> None:
 def review(request: HttpRequest) -> HttpResponse:
     """QA leads' start page: products by their share of suspicious crops, and confusable pairs."""
     _reviewer(request)
-    return render(request, "annotator/review.html", {"report": selectors.label_noise_report(request.user)})
+    return render(request, "annotator/review.html", {"report": selectors.label_noise_report(request.user),
+                                                        "min_crops": selectors.MIN_REVIEW_CROPS})
 
 
 def review_product(request: HttpRequest, product_id: int) -> HttpResponse:

@@ -181,6 +181,15 @@ class SubmitReportSerializer(serializers.Serializer):
     deleted = serializers.IntegerField()
 
 
+class ProductCreateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=300)
+    sku = serializers.CharField(max_length=100, help_text="the company's own identifier; unique in the company")
+    category = serializers.CharField(max_length=200, required=False, allow_null=True, allow_blank=True, default=None,
+                                     help_text="the category's name (created when the company has none of that name)")
+    company = serializers.IntegerField(min_value=1, max_value=MAX_ID, required=False, default=None,
+                                       help_text="the company's id; needed only by a user who labels for several")
+
+
 class ProductSearchQuerySerializer(serializers.Serializer):
     q = serializers.CharField(required=False, default="", allow_blank=True, trim_whitespace=True,
                               help_text="part of the name, or the start of the sku")

@@ -23,6 +23,7 @@ from annotator.api.serializers import (
     FrameUploadSerializer,
     LabelHistorySerializer,
     LabelNoiseReportSerializer,
+    ProductCreateSerializer,
     ProductSearchQuerySerializer,
     ProductSerializer,
     ReportQuerySerializer,
@@ -35,7 +36,7 @@ from annotator.api.serializers import (
 from annotator.api.renderers import CSVRenderer
 from annotator.api.schema import errors
 from annotator.permissions import LabelsFrames, ReadsReports, ReviewsLabels
-from annotator.services import frames, review, users, workspace
+from annotator.services import catalog, frames, review, users, workspace
 from inference.images import ImageError
 
 
@@ -189,10 +190,28 @@ class FrameSubmit(APIView):
 
 @extend_schema_view(get=extend_schema(responses={200: ProductSerializer, **errors(404)}))
 class ProductList(generics.ListAPIView):
+    """The user's catalogue; POST adds a product (annotators and up, in a company they label for)."""
+
     serializer_class = ProductSerializer
+    permission_classes = [*api_settings.DEFAULT_PERMISSION_CLASSES, LabelsFrames]
 
     def get_queryset(self):
         return selectors.products_for(self.request.user)
+
+    @extend_schema(request=ProductCreateSerializer, responses={201: ProductSerializer, **errors(400, 403)})
+    def post(self, request: Request) -> Response:
+        """Create a product the catalogue lacks (name, SKU, optional category name); 400 with a message
+        when the SKU is taken in the company."""
+        body = ProductCreateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            company = selectors.company_to_label_for(request.user, company_id=body.validated_data["company"])
+            product = catalog.create_product(company=company, name=body.validated_data["name"],
+                                             sku=body.validated_data["sku"], category=body.validated_data["category"])
+        except (selectors.NoCompanyToLabelFor, catalog.ProductError) as error:
+            raise ValidationError({"detail": str(error)}) from None
+        product = selectors.products_for(request.user).get(pk=product.pk)
+        return Response(ProductSerializer(product, context={"request": request}).data, status=status.HTTP_201_CREATED)
 
 
 class ProductSearch(APIView):

@@ -4,7 +4,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from django.core.files.base import ContentFile
-from django.db import transaction
+from django.db import IntegrityError, transaction
 
 from annotator.catalog import CatalogProduct
 from annotator.models import Category, Company, Product, ProductImage
@@ -52,3 +52,31 @@ def import_catalog(*, company: Company, products: Sequence[CatalogProduct]) -> C
             image.image.delete(save=False)
         raise
     return report
+
+
+class ProductError(ValueError):
+    """A product that cannot be created as asked; the message says why (for a 400)."""
+
+
+def create_product(*, company: Company, name: str, sku: str, category: str | None = None) -> Product:
+    """A new product of the company (an annotator met one the catalogue lacks), in its category by name
+    (created when the company has none of that name). Raises ProductError when the SKU is taken, also
+    when another request takes it at the same moment (the unique constraint decides)."""
+    name, sku = name.strip(), sku.strip()
+    if not name or not sku:
+        raise ProductError("a product needs a name and a SKU")
+    taken = _product_with_sku(company=company, sku=sku)
+    if taken is not None:
+        raise ProductError(f"SKU {sku!r} is already the product {taken.name!r}")
+    try:
+        with transaction.atomic():
+            found = None
+            if category and category.strip():
+                found, _ = Category.objects.get_or_create(company=company, name=category.strip())
+            return Product.objects.create(company=company, sku=sku, name=name, category=found)
+    except IntegrityError:
+        raise ProductError(f"SKU {sku!r} is already one of the company's products") from None
+
+
+def _product_with_sku(*, company: Company, sku: str) -> Product | None:
+    return Product.objects.filter(company=company, sku=sku).first()

@@ -131,3 +131,61 @@ def test_the_review_reads_more_embeddings_than_sqlite_takes_parameters(crops):
             raw.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, limit)
     assert sorted(vectors) == [box.pk for box in stored]
     assert vectors[stored[1].pk].tolist() == [1.0] * 4
+
+
+@pytest.fixture
+def noisy_catalogue():
+    """Oat milk: 20 crops, 4 of them looking like soy milk; Soy milk: 20 clean crops; Rice milk:
+    3 crops that all look like oat milk (every one suspicious, but only 3)."""
+    import numpy as np
+
+    from annotator.models import BoxEmbedding, ModelVersion
+    from tests.factories import LabelFactory, PipelineVersionFactory
+
+    shelf = ShelfFactory()
+    company = shelf.camera.store.company
+    oat, soy, rice = (ProductFactory(company=company, name=name) for name in ("Oat milk", "Soy milk", "Rice milk"))
+    embedder = ModelVersion.objects.create(kind=ModelVersion.Kind.EMBEDDER, name="tiny")
+    PipelineVersionFactory(name="v2", embedder=embedder)
+    rng = np.random.default_rng(0)
+    centre = {"oat": np.eye(8)[0] * 3, "soy": np.eye(8)[1] * 3}
+    frame = FrameFactory(shelf=shelf)
+    planted = [(oat, "oat")] * 16 + [(oat, "soy")] * 4 + [(soy, "soy")] * 20 + [(rice, "oat")] * 3
+    for i, (product, looks) in enumerate(planted):
+        box = BoxFactory(frame=frame, x=i)
+        LabelFactory(box=box, product=product, action=Label.Action.CONFIRMED)
+        vector = centre[looks] + 0.1 * rng.normal(size=8)
+        BoxEmbedding.objects.create(box=box, embedder=embedder, vector=vector.astype(np.float16).tobytes())
+    return {"products": (oat, soy, rice), "qa": UserFactory(username="qa", company=company, role="qa_lead")}
+
+
+def test_each_suspicious_product_carries_its_sample_size_and_interval_and_small_samples_rank_last(noisy_catalogue):
+    from annotator import selectors
+    from inference.stats import wilson_interval
+
+    oat, soy, rice = noisy_catalogue["products"]
+    rows = selectors.label_noise_report(noisy_catalogue["qa"]).products
+    by_name = {row.product.name: row for row in rows}
+    assert (by_name["Oat milk"].crops, by_name["Oat milk"].suspicious) == (20, 4)
+    assert by_name["Rice milk"].crops == 3 and by_name["Rice milk"].share > by_name["Oat milk"].share
+    # The worst share, but of 3 crops: after every product with enough crops, and marked.
+    assert [row.product for row in rows] == [oat, soy, rice]
+    assert [row.small_sample for row in rows] == [False, False, True]
+    assert by_name["Oat milk"].interval == wilson_interval(4, 20)
+    low, high = by_name["Rice milk"].interval
+    assert high == 1.0 and low < 0.5  # 3 of 3 suspicious: a wide interval, not a certain 1.0
+    # With the bar lowered to 3 crops, it is simply the worst share again.
+    assert selectors.label_noise_report(noisy_catalogue["qa"], min_crops=3).products[0].product == rice
+
+
+def test_the_review_page_shows_the_interval_and_marks_small_samples(client, noisy_catalogue):
+    import re
+
+    client.force_login(noisy_catalogue["qa"])
+    html = client.get("/review/").content.decode()
+    rows = re.findall(r"<tr[^>]*>.*?</tr>", html.split("<tbody>")[1].split("</tbody>")[0], re.S)
+    assert [re.search(r">([^<]+)</a>", row).group(1) for row in rows] == ["Oat milk", "Soy milk", "Rice milk"]
+    assert "small sample" not in rows[0] and "small sample" in rows[2] and 'class="small-sample"' in rows[2]
+    cells = [re.sub(r"<[^>]+>", "", cell).strip() for cell in re.findall(r"<td>(.*?)</td>", rows[0], re.S)]
+    assert cells[1:] == ["20", "4", "0.200", "0.08–0.42"]
+    assert "95% interval" in html and "fewer than 10 crops" in html.lower()
