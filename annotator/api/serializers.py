@@ -67,14 +67,26 @@ class FrameSerializer(serializers.ModelSerializer):
     camera = serializers.CharField(source="camera.code", read_only=True)
     shelf = serializers.CharField(source="shelf.code", read_only=True)
     image_url = serializers.SerializerMethodField()
+    quality = serializers.SerializerMethodField(
+        help_text='the quality gate\'s decision: {"passed", "forced", "reasons": [str], "scores": {name: float}, '
+                  '"details": {reason: str}}; null when the gate has not judged the frame')
 
     class Meta:
         model = Frame
         fields = ["id", "store", "store_id", "camera", "shelf", "captured_at", "width", "height", "status",
-                  "status_reason", "scheduled", "leased_by", "lease_expires_at", "image_url"]
+                  "status_reason", "scheduled", "leased_by", "lease_expires_at", "image_url", "quality"]
 
     def get_image_url(self, frame: Frame) -> str:
         return frame.image.url
+
+    @extend_schema_field(OpenApiTypes.OBJECT)
+    def get_quality(self, frame: Frame) -> dict | None:
+        quality = frame.quality
+        if not isinstance(quality, dict):
+            return None
+        return {"passed": bool(quality.get("passed", False)), "forced": bool(quality.get("forced", False)),
+                "reasons": list(quality.get("reasons", [])), "scores": dict(quality.get("scores", {})),
+                "details": dict(quality.get("details", {}))}
 
 
 class TokenSerializer(serializers.Serializer):
