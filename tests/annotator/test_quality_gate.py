@@ -9,6 +9,7 @@ import pytest
 from django.core.files.base import ContentFile
 from PIL import Image, ImageFilter
 
+from annotator import selectors
 from annotator.models import Frame, Prediction
 from annotator.services.prelabel import prelabel_frame
 from annotator.services.workspace import lease_next_frame
@@ -104,6 +105,24 @@ def test_an_obstructed_frame_is_skipped_against_the_cameras_accepted_frames(test
     assert covered.status == Frame.Status.SKIPPED and "obstructed" in covered.quality["reasons"]
     assert covered.quality["scores"]["changed_share"] > 0.3
     assert clean.status == Frame.Status.READY and clean.quality["reasons"] == []
+
+
+def test_the_gate_compares_a_frame_only_with_accepted_frames_of_its_camera_and_size(test_engines):
+    shelf = ShelfFactory()
+    accepted = frame_of(shelf, png(shelf_scene()), day=0)
+    prelabel_frame(frame_id=accepted.pk)
+    turned = FrameFactory(shelf=shelf, image=png(shelf_scene().transpose(1, 0, 2).copy()), width=SIZE[1],
+                          height=SIZE[0], captured_at=MONDAY + timedelta(days=1))
+    prelabel_frame(frame_id=turned.pk)
+    later = frame_of(shelf, png(shelf_scene(seed=1)), day=2)
+    elsewhere = frame_of(ShelfFactory(), png(shelf_scene(seed=2)), day=2)
+    assert Frame.objects.get(pk=turned.pk).status == Frame.Status.READY
+
+    assert [ref.boxes for ref in selectors.gate_references(frame=later, limit=5)] == [1]
+    assert selectors.gate_references(frame=later, limit=5)[0].signature == Frame.objects.get(
+        pk=accepted.pk).quality_signature
+    assert selectors.gate_references(frame=elsewhere, limit=5) == []
+    assert selectors.gate_references(frame=accepted, limit=5) == []  # nothing before it
 
 
 def test_a_skipped_frame_is_never_leased_by_the_next_frame_selector(test_engines):
