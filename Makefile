@@ -47,6 +47,7 @@ services:
 TEST_VAR := $(CURDIR)/var/test
 
 test: venv static chromium services
+	node --test frontend/tests/
 	rm -rf $(TEST_VAR)/celery
 	VAR_DIR=$(TEST_VAR) DATABASE_URL=$$(pg_isready -q -h 127.0.0.1 && echo $(PG_URL)) REDIS_TEST_URL=$(REDIS_TEST_URL) \
 		$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -404,6 +404,8 @@ class Prediction(models.Model):
     probability = models.FloatField(
         null=True, blank=True, help_text="Calibrated probability that the top-1 is right (empty: no calibrator)")
     candidates = models.JSONField(default=list)
+    auto_accepted = models.BooleanField(
+        default=False, help_text="Pre-confirmed: probability above the company's auto-accept threshold")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -444,6 +446,8 @@ class Label(models.Model):
         help_text="The pipeline version whose suggestion was shown",
     )
     time_spent_ms = models.PositiveIntegerField(default=0)
+    auto_accepted = models.BooleanField(
+        default=False, help_text="The decision kept an auto-accepted suggestion (reports count these apart)")
     is_current = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)

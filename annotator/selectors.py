@@ -228,6 +228,8 @@ class ConfirmRateRow:
     changed_later: int
     seconds: float
     period: date | None = None
+    auto_accepted: int = 0  # auto-accepted suggestions kept on submit, not in ``confirmed``
+    reviewed: int = 0  # of those, boxes a QA lead reviewed afterwards
 
     @property
     def suggested(self) -> int:
@@ -258,7 +260,8 @@ class ConfirmRateRow:
                 "corrected": self.corrected, "added": self.added, "deleted": self.deleted,
                 "confirm_rate": self.confirm_rate, "changed_later": self.changed_later,
                 "changed_later_rate": self.changed_later_rate, "seconds_per_box": self.seconds_per_box,
-                "boxes_per_hour": self.boxes_per_hour}
+                "boxes_per_hour": self.boxes_per_hour, "auto_accepted": self.auto_accepted,
+                "reviewed": self.reviewed}
 
 
 def confirm_rate_by(user, *, by: str, start: date | None = None, end: date | None = None,
@@ -276,13 +279,16 @@ def confirm_rate_by(user, *, by: str, start: date | None = None, end: date | Non
     earlier = decisions.filter(box=OuterRef("box"), pk__lt=OuterRef("pk"))
     # The box's label now says another product than this decision did (or the box was removed).
     changed = Label.objects.filter(box=OuterRef("box"), is_current=True).exclude(product=OuterRef("product"))
+    qa_later = Label.objects.filter(box=OuterRef("box"), pk__gt=OuterRef("pk"),
+                                    action__in=(Label.Action.REVIEWED, Label.Action.REMOVED))
     labels = (decisions.filter(box__frame__company__in=companies_of(user)).exclude(Exists(earlier))
-              .annotate(changed_since=Exists(changed)))
+              .annotate(changed_since=Exists(changed), reviewed_since=Exists(qa_later)))
     if start is not None:
         labels = labels.filter(created_at__date__gte=start)
     if end is not None:
         labels = labels.filter(created_at__date__lte=end)
-    confirmed = Q(action=Label.Action.CONFIRMED)
+    auto = Q(action=Label.Action.CONFIRMED, auto_accepted=True)
+    confirmed = Q(action=Label.Action.CONFIRMED, auto_accepted=False)
     keys = ["group"] + (["period"] if over else [])
     rows = (
         labels.annotate(group=REPORT_GROUPS[by], **({"period": REPORT_GROUPS[over]} if over else {}))
@@ -294,13 +300,15 @@ def confirm_rate_by(user, *, by: str, start: date | None = None, end: date | Non
             deleted=Count("pk", filter=Q(action=Label.Action.DELETED)),
             changed_later=Count("pk", filter=confirmed & Q(changed_since=True)),
             milliseconds=Sum("time_spent_ms"),
+            auto_kept=Count("pk", filter=auto),
+            reviewed=Count("pk", filter=auto & Q(reviewed_since=True)),
         )
     )
     return [
         ConfirmRateRow(group="" if row["group"] is None else str(row["group"]), confirmed=row["confirmed"],
                        corrected=row["corrected"], added=row["added"], deleted=row["deleted"],
                        changed_later=row["changed_later"], seconds=(row["milliseconds"] or 0) / 1000,
-                       period=row.get("period"))
+                       period=row.get("period"), auto_accepted=row["auto_kept"], reviewed=row["reviewed"])
         for row in rows
     ]
 

@@ -1,4 +1,7 @@
+from django.contrib.auth.decorators import login_not_required
+from django.templatetags.static import static
 from django.urls import path
+from django.views.generic import RedirectView
 
 from annotator import converters  # noqa: F401  (registers <id:...>)
 from annotator import views
@@ -7,6 +10,9 @@ app_name = "annotator"
 
 urlpatterns = [
     path("", views.frame_list, name="frame-list"),
+    # Pages link the SVG icon; a client that asks for /favicon.ico anyway (a feed reader, a bookmark) is sent there.
+    path("favicon.ico", login_not_required(RedirectView.as_view(url=static("annotator/favicon.svg"), permanent=True)),
+         name="favicon"),
     path("frames/<id:frame_id>/", views.frame_detail, name="frame-detail"),
     path("frames/<id:frame_id>/retry/", views.frame_retry, name="frame-retry"),
     path("label/", views.workspace, name="workspace"),

@@ -23,6 +23,7 @@ from pathlib import Path
 import yaml
 from PIL import Image
 
+from inference.config import Config
 from inference.detector import load_model, trained_image_size
 
 CLASS_NAME = "product"
@@ -61,7 +62,7 @@ class YoloDataset:
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(Config):
     """model: an ultralytics yaml (built from scratch) or a local ``.pt`` to start from.
     hours: a wall-clock budget; when set, ultralytics fits the number of epochs (and the learning
     rate schedule) to it after each epoch, and ``epochs`` only seeds the first estimate.

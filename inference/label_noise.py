@@ -20,9 +20,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from inference.config import Config
+
 
 @dataclass(frozen=True)
-class NoiseConfig:
+class NoiseConfig(Config):
     """k: neighbours read per crop. temperature: of the softmax over centre similarities (cosines
     are close together: a low temperature separates them). threshold: suspicion above which a crop
     counts as suspicious. block: crops compared at a time (memory: block x N floats)."""

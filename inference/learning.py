@@ -30,6 +30,8 @@ import numpy as np
 
 from inference.calibration import cross_fitted_error, expected_calibration_error, fit_isotonic
 from inference.candidates import Candidate
+from inference.config import Config
+from inference.embedder import EmbedderConfig
 from inference.embedder_training import TrainingConfig, TrainingSample, half_precision_copy, train_embedder
 from inference.images import crop_boxes, open_image
 from inference.model_set import ModelSet, Stages
@@ -46,7 +48,7 @@ TUNING_SHARE = 0.08
 
 
 @dataclass(frozen=True)
-class LearningConfig:
+class LearningConfig(Config):
     """What a round does.
 
     budget_minutes: the round's time box; training takes ``TRAINING_SHARE`` of it, realgram's
@@ -83,7 +85,7 @@ class LearningConfig:
 
     def training(self, classes: int, warm_start: Path | None) -> TrainingConfig:
         return TrainingConfig(
-            backbone=self.backbone, embedding_dim=self.embedding_dim, input_size=self.input_size,
+            embedder=EmbedderConfig(backbone=self.backbone, embedding_dim=self.embedding_dim, input_size=self.input_size),
             init="none" if warm_start else self.init, init_checkpoint=str(warm_start) if warm_start else None,
             epochs=self.epochs, lr=self.lr, train_last_blocks=self.train_last_blocks, p=max(2, min(self.p, classes)),
             k=self.k, max_steps=self.max_steps, max_seconds=self.budget_minutes * 60 * TRAINING_SHARE,

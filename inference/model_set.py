@@ -18,10 +18,11 @@ A stage that did not beat the one before it on the round's gate replay is switch
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from inference.calibration import Calibrator
+from inference.config import Config
 from inference.pipeline import PipelineConfig
 from inference.realgram import RealgramConfig
 from inference.tracking import TrackingConfig
@@ -36,7 +37,7 @@ class ModelSetError(ValueError):
 
 
 @dataclass(frozen=True)
-class Stages:
+class Stages(Config):
     """Which stages after kNN run: each one only where it beat the stage before it."""
 
     realgram: bool = True
@@ -51,13 +52,6 @@ class Stages:
         if self.tracking:
             return "v2"
         return "v1" if self.realgram else "v0"
-
-    @classmethod
-    def from_dict(cls, data: dict) -> Stages:
-        unknown = set(data) - set(STAGES)
-        if unknown:
-            raise ValueError(f"unknown stage {sorted(unknown)[0]!r}; stages are {', '.join(STAGES)}")
-        return cls(**{name: bool(value) for name, value in data.items()})
 
 
 @dataclass
@@ -141,8 +135,8 @@ class ModelSet:
             model_set = cls(
                 folder=folder, name=data["name"], embedder_name=data["embedder_name"],
                 stages=Stages.from_dict(data["stages"]),
-                realgram=strict_config(RealgramConfig, json.loads((folder / "realgram.json").read_text())),
-                tracking=strict_config(TrackingConfig, json.loads((folder / "tracking.json").read_text())),
+                realgram=RealgramConfig.from_dict(json.loads((folder / "realgram.json").read_text())),
+                tracking=TrackingConfig.from_dict(json.loads((folder / "tracking.json").read_text())),
                 knn_neighbours=int(data["knn_neighbours"]), top_k=int(data["top_k"]),
                 has_embedder=bool(data["has_embedder"]), has_reranker=bool(data["has_reranker"]),
                 has_calibrator=bool(data["has_calibrator"]), trained_until=data.get("trained_until"),
@@ -155,12 +149,3 @@ class ModelSet:
                 raise ModelSetError(f"{folder}: {path.name} is missing")
         return model_set
 
-
-def strict_config(kind, data: dict):
-    """``kind(**data)`` for a dataclass of floats, refusing keys it does not have (a typo would
-    otherwise silently give the default)."""
-    names = {f.name for f in fields(kind)}
-    unknown = set(data) - names
-    if unknown:
-        raise ValueError(f"{kind.__name__} has no field {sorted(unknown)[0]!r}")
-    return kind(**{name: float(value) for name, value in data.items()})

@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from inference.candidates import Candidate, aggregate_neighbours
+from inference.config import Config
 from inference.images import Bbox, crop_boxes
 from inference.realgram import RealgramConfig, ShelfHistory, apply_realgram, realgram_scores
 from inference.reranker import Reranker
@@ -31,7 +32,7 @@ PIPELINE_VERSIONS = ("v0", "v1", "v2", "v3")
 
 
 @dataclass(frozen=True)
-class PipelineConfig:
+class PipelineConfig(Config):
     """version: the name recorded with each prediction.
     knn_neighbours: annotated crops retrieved per box.
     top_k: candidates kept per box.

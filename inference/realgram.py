@@ -24,12 +24,13 @@ import numpy as np
 
 from inference.boxes import iou_matrix
 from inference.candidates import Candidate
+from inference.config import Config
 
 SECONDS_PER_DAY = 86_400.0
 
 
 @dataclass(frozen=True)
-class RealgramConfig:
+class RealgramConfig(Config):
     """Hyperparameters, with the defaults used when nothing is tuned.
 
     window_days: annotations older than this are ignored (the article uses 30 days).
@@ -50,11 +51,6 @@ class RealgramConfig:
     overlap_power: float = 0.5
     count_weight: float = 0.0
     weight: float = 0.1
-
-    @classmethod
-    def from_dict(cls, data: dict) -> RealgramConfig:
-        known = {name: float(value) for name, value in data.items() if name in cls.__dataclass_fields__}
-        return cls(**known)
 
 
 @dataclass(frozen=True)

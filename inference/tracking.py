@@ -26,12 +26,13 @@ import numpy as np
 
 from inference.boxes import iou_matrix, match_boxes
 from inference.candidates import Candidate
+from inference.config import Config
 
 SECONDS_PER_HOUR = 3_600.0
 
 
 @dataclass(frozen=True)
-class TrackingConfig:
+class TrackingConfig(Config):
     """Hyperparameters, with the defaults used when nothing is tuned.
 
     min_iou: the overlap (boxes normalised to their frames) two boxes need to be the same facing.
@@ -48,11 +49,6 @@ class TrackingConfig:
     prediction_weight: float = 0.15
     max_gap_hours: float = 24.0
     min_motion_votes: float = 3
-
-    @classmethod
-    def from_dict(cls, data: dict) -> TrackingConfig:
-        known = {name: float(value) for name, value in data.items() if name in cls.__dataclass_fields__}
-        return cls(**known)
 
 
 @dataclass(frozen=True)

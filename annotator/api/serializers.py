@@ -46,8 +46,31 @@ class BoxViewSerializer(serializers.Serializer):
         help_text="the prediction whose suggestion and candidates these are; send it back with a submit "
                   "(shown_predictions)")
     suggestion = ProductSerializer(allow_null=True)
+    probability = serializers.SerializerMethodField(
+        help_text="calibrated probability that the suggestion is right; uncalibrated: the raw score clipped to 0..1")
+    calibrated = serializers.SerializerMethodField(help_text="false: probability is the raw score clipped")
+    auto_accepted = serializers.SerializerMethodField(help_text="pre-confirmed above the auto-accept threshold")
     candidates = serializers.SerializerMethodField()
     label = serializers.SerializerMethodField()
+
+    @extend_schema_field(OpenApiTypes.FLOAT)
+    def get_probability(self, view: BoxView) -> float | None:
+        prediction = view.prediction
+        if prediction is None:
+            return None
+        if prediction.probability is not None:
+            return float(prediction.probability)
+        if prediction.score is None:
+            return None
+        return min(1.0, max(0.0, float(prediction.score)))
+
+    @extend_schema_field(OpenApiTypes.BOOL)
+    def get_calibrated(self, view: BoxView) -> bool:
+        return view.prediction is not None and view.prediction.probability is not None
+
+    @extend_schema_field(OpenApiTypes.BOOL)
+    def get_auto_accepted(self, view: BoxView) -> bool:
+        return bool(view.prediction is not None and view.prediction.auto_accepted)
 
     @extend_schema_field(CandidateSerializer(many=True))
     def get_candidates(self, view: BoxView) -> list[dict]:
@@ -126,9 +149,15 @@ class FrameUploadSerializer(serializers.Serializer):
 class FrameDetailSerializer(FrameSerializer):
     boxes = serializers.SerializerMethodField()
     products = serializers.SerializerMethodField()
+    auto_accept_threshold = serializers.SerializerMethodField(
+        help_text="the company's auto-accept probability threshold; null: none chosen yet")
 
     class Meta(FrameSerializer.Meta):
-        fields = [*FrameSerializer.Meta.fields, "boxes", "products"]
+        fields = [*FrameSerializer.Meta.fields, "boxes", "products", "auto_accept_threshold"]
+
+    @extend_schema_field(OpenApiTypes.FLOAT)
+    def get_auto_accept_threshold(self, frame: Frame) -> float | None:
+        return self.context.get("auto_accept_threshold")
 
     @extend_schema_field(BoxViewSerializer(many=True))
     def get_boxes(self, frame: Frame) -> list[dict]:
@@ -209,10 +238,14 @@ class ConfirmRateRowSerializer(serializers.Serializer):
     changed_later_rate = serializers.FloatField(allow_null=True)
     seconds_per_box = serializers.FloatField(allow_null=True)
     boxes_per_hour = serializers.FloatField(allow_null=True)
+    auto_accepted = serializers.IntegerField(
+        help_text="auto-accepted suggestions kept on submit; counted apart, not in confirmed, boxes or confirm_rate")
+    reviewed = serializers.IntegerField(help_text="auto-accepted boxes a QA lead reviewed afterwards")
 
     class Meta:
         fields = ["group", "boxes", "suggested", "confirmed", "corrected", "added", "deleted", "confirm_rate",
-                  "changed_later", "changed_later_rate", "seconds_per_box", "boxes_per_hour"]
+                  "changed_later", "changed_later_rate", "seconds_per_box", "boxes_per_hour", "auto_accepted",
+                  "reviewed"]
 
 
 class SuspiciousProductSerializer(serializers.Serializer):

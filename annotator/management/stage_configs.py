@@ -4,6 +4,8 @@ from pathlib import Path
 
 from django.core.management.base import CommandError
 
+from annotator.text import with_article
+
 
 def read_stage_config(kind, path: Path | None, name: str):
     """``kind.from_dict`` of the file's JSON (None: the stage's defaults). A file that is missing or
@@ -13,4 +15,4 @@ def read_stage_config(kind, path: Path | None, name: str):
     try:
         return kind.from_dict(json.loads(path.read_text()))
     except (OSError, ValueError, TypeError, AttributeError) as error:
-        raise CommandError(f"{path}: not a {name} config ({error})") from None
+        raise CommandError(f"{path}: not {with_article(name)} config ({error})") from None

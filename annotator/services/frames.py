@@ -11,6 +11,7 @@ from django.db import IntegrityError, transaction
 
 from annotator.models import Company, Frame, Shelf
 from annotator.services import frame_states, prelabel_queue
+from annotator.text import with_article
 from inference.images import WEB_IMAGE_FORMATS, ImageFormatError, ImageInfo, ImageTooLarge, inspect_image
 
 
@@ -24,7 +25,7 @@ def check_frame_image(source: bytes | str | Path) -> ImageInfo:
     try:
         return inspect_image(source, max_pixels=settings.FRAME_MAX_PIXELS, formats=WEB_IMAGE_FORMATS)
     except ImageFormatError as error:
-        raise ImageFormatError(f"a {error.image_format} image; frames must be JPEG, PNG or WebP",
+        raise ImageFormatError(f"{with_article(error.image_format or 'unknown')} image; frames must be JPEG, PNG or WebP",
                                image_format=error.image_format) from None
     except ImageTooLarge as error:
         raise ImageTooLarge(f"{error} (FRAME_MAX_PIXELS)") from None

@@ -25,6 +25,7 @@ from annotator.services import model_sets, search_index
 from annotator.services.dispatch import send_task
 from annotator.services.prelabel_queue import PRELABEL_TASK
 from annotator.services.training_data import local_image
+from inference.config import ConfigError
 from inference.learning import LearningConfig, RoundData, Served, run_round
 from inference.replay import ReplayFrame, replay_order
 
@@ -60,8 +61,8 @@ def learning_config(**overrides) -> LearningConfig:
     fields = {"budget_minutes": settings.LEARN_BUDGET_MINUTES, "margin": settings.LEARN_PROMOTION_MARGIN,
               **settings.LEARN_TRAINING, **{k: v for k, v in overrides.items() if v is not None}}
     try:
-        return LearningConfig(**fields)
-    except TypeError as error:
+        return LearningConfig.from_dict(fields)
+    except ConfigError as error:
         raise LearningError(f"LEARN_CONFIG: {error}") from None
 
 

@@ -9,6 +9,7 @@ import { ApiError, NetworkError, request } from "./api.js";
 import { el, svg, thumbnail } from "./dom.js";
 import { ProductSearch } from "./search.js";
 import { Viewport } from "./viewport.js";
+import { resolveKey } from "./workspace_keys.js";
 
 const MAX_TIME_MS = 3_600_000;       // the API's bound on time_spent_ms
 const LEASE_RENEW_MS = 4 * 60_000;   // renew the frame's lease this often ...
@@ -956,42 +957,36 @@ document.addEventListener("keydown", (event) => {
     if (key === "Escape" || key === "?") { event.preventDefault(); toggleHelp(false); }
     return;
   }
-  if (ctrl && key === "Enter") { event.preventDefault(); submit(); return; }
+  const resolved = resolveKey(event);
+  if (resolved && resolved.action === "submit" && ctrl) { event.preventDefault(); submit(); return; }
   const target = event.target;
   if (target.closest && target.closest("input, textarea, select, [contenteditable]")) return; // the search has its own keys
-  if (ctrl && (key === "z" || key === "Z")) { event.preventDefault(); if (event.shiftKey) redo(); else undo(); return; }
-  if (ctrl && (key === "y" || key === "Y")) { event.preventDefault(); redo(); return; }
+  if (ctrl && resolved && (resolved.action === "undo" || resolved.action === "redo")) {
+    event.preventDefault(); if (resolved.action === "undo") undo(); else redo(); return;
+  }
   if (ctrl || event.altKey) return; // the browser's own shortcuts
   if (target.closest && target.closest("button, a") && (key === "Enter" || key === " " || key === "Tab")) return;
   if (state.loading) return;
 
   const pan = 80;
-  const handlers = {
-    Tab: () => step(event.shiftKey ? -1 : 1),
-    j: () => step(1), k: () => step(-1),
-    ArrowRight: () => (event.shiftKey ? viewport.panBy(-pan, 0) : step(1)),
-    ArrowDown: () => (event.shiftKey ? viewport.panBy(0, -pan) : step(1)),
-    ArrowLeft: () => (event.shiftKey ? viewport.panBy(pan, 0) : step(-1)),
-    ArrowUp: () => (event.shiftKey ? viewport.panBy(0, pan) : step(-1)),
-    Enter: () => (event.shiftKey ? confirmRemaining() : confirm()),
-    " ": () => confirm(),
-    "/": () => { if (guard() && current()) search.focus(""); },
-    Delete: () => removeBox(), Backspace: () => removeBox(), x: () => removeBox(),
-    n: () => startDrawing(),
-    u: () => undo(), U: () => redo(),
-    s: () => submit(),
-    "+": () => viewport.zoom(1.25), "=": () => viewport.zoom(1.25),
-    "-": () => viewport.zoom(0.8), _: () => viewport.zoom(0.8),
-    0: () => viewport.fit(),
-    z: () => { const box = current(); if (box) viewport.zoomTo(box.bbox); },
-    "?": () => toggleHelp(true),
-    Escape: () => {
+  const panBy = { ArrowRight: [-pan, 0], ArrowDown: [0, -pan], ArrowLeft: [pan, 0], ArrowUp: [0, pan] };
+  const actions = {
+    next: () => step(1), previous: () => step(-1),
+    pan: () => viewport.panBy(...panBy[key]),
+    confirm: () => confirm(), confirmRemaining: () => confirmRemaining(),
+    search: () => { if (guard() && current()) search.focus(""); },
+    remove: () => removeBox(), draw: () => startDrawing(),
+    undo: () => undo(), redo: () => redo(), submit: () => submit(),
+    zoomIn: () => viewport.zoom(1.25), zoomOut: () => viewport.zoom(0.8), fit: () => viewport.fit(),
+    zoomToBox: () => { const box = current(); if (box) viewport.zoomTo(box.bbox); },
+    pickCandidate: () => pickCandidate(resolved.argument),
+    help: () => toggleHelp(true),
+    cancel: () => {
       if (state.drawing) { stopDrawing(); renderOverlay(); showMessage("Drawing cancelled.", "info"); }
       else hideMessage();
     },
   };
-  let handler = handlers[key] || handlers[key.length === 1 && !event.shiftKey ? key.toLowerCase() : key];
-  if (!handler && /^[1-9]$/.test(key)) handler = () => pickCandidate(Number(key) - 1);
+  const handler = resolved ? actions[resolved.action] : null;
   if (!handler) return;
   event.preventDefault();
   if (!state.frame && key !== "?" && key !== "Escape") return;

@@ -212,3 +212,20 @@ def test_suspicious_products_come_from_the_stored_embeddings_company_by_company(
 
     client.force_login(UserFactory(company=company, role="annotator"))
     assert client.get("/api/reports/suspicious-products/").status_code == 403
+
+
+def test_auto_accepted_confirms_are_counted_apart_with_their_qa_reviews():
+    company = CompanyFactory()
+    manager = UserFactory(company=company, role="manager")
+    annotator, qa = UserFactory(company=company, role="annotator"), UserFactory(company=company, role="qa_lead")
+    frame = FrameFactory(shelf=ShelfFactory(camera__store__company=company))
+    product = ProductFactory(company=company)
+    boxes = [BoxFactory(frame=frame) for _ in range(4)]
+    for box, auto in zip(boxes, (True, True, True, False)):
+        LabelFactory(box=box, product=product, action=Label.Action.CONFIRMED, annotator=annotator,
+                     auto_accepted=auto)
+    Label.objects.filter(box=boxes[0]).update(is_current=False)
+    LabelFactory(box=boxes[0], product=product, action=Label.Action.REVIEWED, annotator=qa)
+    [row] = selectors.confirm_rate_by(manager, by="annotator")
+    assert (row.confirmed, row.auto_accepted, row.reviewed, row.boxes) == (1, 3, 1, 1)
+    assert row.as_dict()["auto_accepted"] == 3 and row.as_dict()["reviewed"] == 1

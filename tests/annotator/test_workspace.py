@@ -294,3 +294,20 @@ def test_a_submit_against_suggestions_no_longer_current_is_a_409_until_the_frame
     assert (response.json()["confirmed"], response.json()["corrected"]) == (2, 1)
     label = Label.objects.get(box_id=first["id"])
     assert (label.action, label.suggested_product_id, label.suggested_by) == ("corrected", products[1].pk, newer)
+
+
+def test_frame_detail_boxes_carry_probability_calibrated_and_auto_accepted(client, shelf, company, products):
+    frame = ready_frame(shelf, products, suggestions=(0, 1))
+    first, second = Prediction.objects.filter(box__frame=frame).order_by("box_id")
+    first.score, first.probability, first.auto_accepted = 1.7, 0.998, True
+    first.save()
+    second.score, second.probability = 1.3, None
+    second.save()
+    client.force_login(annotator(company))
+    data = client.get(f"/api/frames/{frame.pk}/").json()
+    assert "auto_accept_threshold" in data
+    by_id = {b["id"]: b for b in data["boxes"]}
+    assert (by_id[first.box_id]["probability"], by_id[first.box_id]["calibrated"],
+            by_id[first.box_id]["auto_accepted"]) == (0.998, True, True)
+    assert (by_id[second.box_id]["probability"], by_id[second.box_id]["calibrated"],
+            by_id[second.box_id]["auto_accepted"]) == (1.0, False, False)

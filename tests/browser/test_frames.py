@@ -53,3 +53,17 @@ def test_wrong_password_is_refused(page, live_server):
     page.fill("input[name=password]", "wrong")
     page.click("button[type=submit]")
     assert page.locator(".error").inner_text() == "Wrong username or password."
+
+
+def test_the_pages_have_an_icon_and_nothing_they_load_is_missing(page, live_server):
+    UserFactory(username="ann3")
+    missing = []
+    page.on("response", lambda response: missing.append(response.url) if response.status >= 400 else None)
+    log_in(page, live_server, "ann3")
+    page.wait_for_selector("table.frames")
+    href = page.locator("link[rel=icon]").get_attribute("href")
+    assert href.endswith("favicon.svg")
+    status = page.evaluate("async href => (await fetch(href)).status", href)
+    assert status == 200
+    assert page.evaluate("async () => (await fetch('/favicon.ico')).status") == 200  # redirected to the SVG
+    assert missing == []

@@ -25,7 +25,7 @@ from inference.embedder_training import (
 )
 from tests.factories import shelf_image
 
-TINY = TrainingConfig(backbone="test_efficientnet", embedding_dim=32, input_size=64, init="none", epochs=2, p=3, k=2,
+TINY = TrainingConfig(embedder=EmbedderConfig(backbone="test_efficientnet", embedding_dim=32, input_size=64), init="none", epochs=2, p=3, k=2,
                       lr=1e-3, log_every=1)
 
 
@@ -103,7 +103,7 @@ def test_a_warm_start_continues_from_a_checkpoint(tmp_path, samples):
     again = train_embedder(samples, warm, tmp_path / "again.pt", log=lambda line: None)
     assert again.loss_history[0] < first.loss_history[0]
     with pytest.raises(ValueError, match="not this run's"):
-        train_embedder(samples, dataclasses.replace(warm, input_size=32), tmp_path / "x.pt", log=lambda line: None)
+        train_embedder(samples, dataclasses.replace(warm, embedder=dataclasses.replace(warm.embedder, input_size=32)), tmp_path / "x.pt", log=lambda line: None)
 
 
 def test_frozen_stages_and_batchnorm_statistics_do_not_change(tmp_path, samples):

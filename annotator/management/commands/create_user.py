@@ -6,6 +6,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from annotator.models import Company
 from annotator.services.users import ROLES, MembershipRefused, create_user
+from annotator.text import with_article
 
 
 class Command(BaseCommand):
@@ -34,5 +35,5 @@ class Command(BaseCommand):
         except ValidationError as error:
             raise CommandError(f"password refused: {' '.join(error.messages)}") from None
         except MembershipRefused as error:
-            raise CommandError(f"{error}; --add-company makes them a {role} of {company} as well") from None
-        self.stdout.write(f"{username} is a {role} of {company}")
+            raise CommandError(f"{error}; --add-company makes them {with_article(role)} of {company} as well") from None
+        self.stdout.write(f"{username} is {with_article(role)} of {company}")

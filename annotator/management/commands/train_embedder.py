@@ -6,6 +6,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from annotator.models import Company
 from annotator.services.training_data import labelled_crops
+from inference.embedder import EmbedderConfig
 from inference.embedder_training import (
     DatasetError,
     LabelledImages,
@@ -32,11 +33,11 @@ class Command(BaseCommand):
                             help="with --company: leave out a catch-all product such as other-product (repeatable)")
         parser.add_argument("--split", default="train", help="GroceryStoreDataset split to train on")
         defaults = TrainingConfig()
-        parser.add_argument("--backbone", default=defaults.backbone, help="timm model name")
+        parser.add_argument("--backbone", default=defaults.embedder.backbone, help="timm model name")
         parser.add_argument("--init", default=defaults.init, choices=["imagenet-lite0", "none"])
-        parser.add_argument("--embedding-dim", type=int, default=defaults.embedding_dim,
+        parser.add_argument("--embedding-dim", type=int, default=defaults.embedder.embedding_dim,
                             help="linear head size; 0 keeps the backbone's pooled features")
-        parser.add_argument("--input-size", type=int, default=defaults.input_size)
+        parser.add_argument("--input-size", type=int, default=defaults.embedder.input_size)
         parser.add_argument("--epochs", type=int, default=defaults.epochs)
         parser.add_argument("--max-steps", type=int, help="stop after this many steps")
         parser.add_argument("--p", type=int, default=defaults.p, help="classes per batch")
@@ -83,8 +84,9 @@ class Command(BaseCommand):
             torch.set_num_threads(options["threads"])
         try:
             config = TrainingConfig(
-                backbone=options["backbone"], init=options["init"], embedding_dim=options["embedding_dim"] or None,
-                input_size=options["input_size"], epochs=options["epochs"], max_steps=options["max_steps"],
+                embedder=EmbedderConfig(backbone=options["backbone"], embedding_dim=options["embedding_dim"] or None,
+                                        input_size=options["input_size"]),
+                init=options["init"], epochs=options["epochs"], max_steps=options["max_steps"],
                 p=options["p"], k=options["k"], one_category_per_batch=options["one_category_per_batch"],
                 lr=options["lr"], head_lr_scale=options["head_lr_scale"], weight_decay=options["weight_decay"],
                 train_last_blocks=options["train_last_blocks"], arcface_scale=options["scale"],
