@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('annotator', '0007_membership_roles'),
+        ('annotator', '0008_search_auto_accepted'),
     ]
 
     operations = [
