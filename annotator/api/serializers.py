@@ -155,7 +155,7 @@ class FrameDetailSerializer(FrameSerializer):
     class Meta(FrameSerializer.Meta):
         fields = [*FrameSerializer.Meta.fields, "boxes", "products", "auto_accept_threshold"]
 
-    @extend_schema_field(OpenApiTypes.FLOAT)
+    @extend_schema_field(serializers.FloatField(allow_null=True))
     def get_auto_accept_threshold(self, frame: Frame) -> float | None:
         return self.context.get("auto_accept_threshold")
 
