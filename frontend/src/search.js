@@ -132,6 +132,7 @@ export class ProductSearch {
       const name = document.createElement("span");
       name.className = "name";
       name.textContent = product.name;
+      name.title = product.name; // the row cuts long names with an ellipsis
       const sku = document.createElement("small");
       sku.textContent = [product.sku, product.category].filter(Boolean).join(" · ");
       text.append(name, sku);
@@ -145,6 +146,9 @@ export class ProductSearch {
       this.list.append(none);
     }
     this.input.setAttribute("aria-expanded", String(this.results.length > 0));
+    // A list opened low in a scrolling panel would fall under whatever sits below it (the workspace's
+    // sticky Confirm/Delete bar; CSS scroll-margin-bottom keeps it clear): bring the whole list into view.
+    if (this.results.length && document.activeElement === this.input) this.list.scrollIntoView({ block: "nearest" });
     if (this.active >= 0) {
       this.input.setAttribute("aria-activedescendant", `ws-result-${this.active}`);
       this.list.children[this.active]?.scrollIntoView({ block: "nearest" });

@@ -143,7 +143,8 @@ function load(frame, { editable }) {
   state.draft = null;
   viewport.mode = "pan";
   search.clear();
-  if (editable) restoreDraft();
+  const served = new Map(state.boxes.map((box) => [box.key, { ...box }]));
+  if (editable) { restoreDraft(); restoreHistory(served); }
 
   root.classList.toggle("locked", !editable);
   refs.search.disabled = !editable;
@@ -262,6 +263,7 @@ const draftKey = (frameId) => `shelf-annotator:draft:${config.user}:${frameId}`;
 
 function saveDraft() {
   if (!state.frame || !state.editable) return;
+  saveHistory();
   const touched = state.boxes.filter((box) => box.state !== "untouched");
   const spent = Object.fromEntries([...state.timing].map(([key, t]) => [key, t.spent]));
   const products = [...new Set(state.boxes.map((b) => b.productId).filter((id) => id !== null))]
@@ -272,6 +274,61 @@ function saveDraft() {
       newSeq: state.newSeq, spent, products,
     }));
   } catch { /* storage full or disabled: the answers stay in memory */ }
+}
+
+// Undo history survives a reload too: in sessionStorage (this tab only), keyed by the frame and the
+// annotator holding its lease, stamped with the frame's box ids so a frame pre-labelled again meanwhile
+// does not get a stale history. Snapshots keep only what actions change; the rest comes from the frame.
+const HISTORY_KEPT = 50;
+const historyPrefix = (frameId) => `shelf-annotator:undo:${frameId}:`;
+const historyKey = () => `${historyPrefix(state.frame.id)}${state.frame.leased_by || config.user}`;
+const servedBoxIds = () => state.frame.boxes.map((raw) => raw.id).join(",");
+
+function slim(saved) {
+  return { selected: saved.selected, newSeq: saved.newSeq,
+           boxes: saved.boxes.map(({ key, id, bbox, state: answer, productId, n }) => ({ key, id, bbox, state: answer, productId, n })) };
+}
+
+function saveHistory() {
+  if (!state.frame || !state.editable) return;
+  const undo = state.undo.slice(-HISTORY_KEPT).map(slim);
+  const redo = state.redo.slice(-HISTORY_KEPT).map(slim);
+  // Products picked by search are not in the frame JSON: keep them so a redo after a reload can name them.
+  const ids = new Set([...undo, ...redo].flatMap((snap) => snap.boxes.map((b) => b.productId)).filter((id) => id !== null));
+  try {
+    sessionStorage.setItem(historyKey(), JSON.stringify({
+      boxIds: servedBoxIds(), undo, redo, products: [...ids].map(product).filter(Boolean),
+    }));
+  } catch { /* storage full or disabled: the history stays in memory */ }
+}
+
+function clearHistory(frameId) {
+  try {
+    for (const key of Object.keys(sessionStorage)) if (key.startsWith(historyPrefix(frameId))) sessionStorage.removeItem(key);
+  } catch { /* nothing to clear */ }
+}
+
+// served: box key -> the box as the frame JSON gave it (before the draft was applied).
+function restoreHistory(served) {
+  let saved;
+  try { saved = JSON.parse(sessionStorage.getItem(historyKey()) || "null"); } catch { saved = null; }
+  if (!saved || saved.boxIds !== servedBoxIds()) return;
+  for (const p of saved.products || []) if (!state.products.has(p.id)) state.products.set(p.id, p);
+  const fatten = (snap) => {
+    const boxes = [];
+    for (const b of snap.boxes || []) {
+      if (b.id === null) {
+        boxes.push({ source: "manual", detectorScore: null, suggestion: null, score: null, candidates: [], ...b });
+      } else if (served.has(b.key)) {
+        boxes.push({ ...served.get(b.key), ...b });
+      } else {
+        return null;
+      }
+    }
+    return { boxes, selected: snap.selected, newSeq: snap.newSeq || 0 };
+  };
+  state.undo = (saved.undo || []).map(fatten).filter(Boolean);
+  state.redo = (saved.redo || []).map(fatten).filter(Boolean);
 }
 
 function clearDraft(frameId) {
@@ -590,6 +647,7 @@ async function submit() {
     const body = { boxes: answers(), shown_predictions: state.shownPredictions };
     const { data } = await request("POST", frameUrl(frameId, "submit/"), { body });
     clearDraft(frameId);
+    clearHistory(frameId);
     state.busy = false;
     root.classList.remove("busy");
     const summary = `Frame #${data.frame_id} submitted: ${data.confirmed} confirmed, ${data.corrected} corrected, `
@@ -817,7 +875,7 @@ function renderAnswer(box) {
     body = el("div", { class: "ws-product" },
       thumbnail(item || { id: shown, name: productName(shown) }, "large"),
       el("div", { class: "ws-product-text" },
-        el("strong", { class: "name", text: productName(shown) }),
+        el("strong", { class: "name", text: productName(shown), title: productName(shown) }),
         el("small", { text: [item?.sku, item?.category].filter(Boolean).join(" · ") }),
         el("small", { class: "ws-muted", text: note })));
   }
@@ -876,7 +934,7 @@ function renderCandidates(box) {
     el("kbd", { text: index + 1 }),
     thumbnail(item || { id: candidate.product_id, name: productName(candidate.product_id) }),
     el("div", { class: "ws-product-text" },
-      el("span", { class: "name", text: productName(candidate.product_id) }),
+      el("span", { class: "name", text: productName(candidate.product_id), title: productName(candidate.product_id) }),
       el("small", { class: "why", text: why(candidate.components || {}) })),
     el("div", { class: "ws-score" },
       el("span", { text: fmt(candidate.score, 3) }),

@@ -344,7 +344,7 @@ def test_inference_knows_nothing_of_django_celery_or_the_app():
 def settings_variables() -> set[str]:
     """Names backend/settings.py reads through its env helpers."""
     source = (REPO_ROOT / "backend" / "settings.py").read_text()
-    return set(re.findall(r"\benv(?:_bool|_int|_list|_choice)?\(\s*\"([A-Z0-9_]+)\"", source))
+    return set(re.findall(r"\benv(?:_bool|_int|_float|_list|_choice)?\(\s*\"([A-Z0-9_]+)\"", source))
 
 
 @pytest.fixture(scope="module")
@@ -394,3 +394,17 @@ def test_a_bad_learning_schedule_or_config_is_refused_at_start(var_dir, tmp_path
     config.write_text("[1, 2]")
     result = run_python(PRINT_SETTINGS, var_dir, LEARN_CONFIG=str(config))
     assert result.returncode != 0 and "must hold a JSON object" in result.stderr
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"EMBEDDER_RUNTIME": "onnx-int4"}, "EMBEDDER_RUNTIME must be one of onnx, torch, not 'onnx-int4'"),
+    ({"PIPELINE_VERSION": "v9"}, "PIPELINE_VERSION must be one of v0, v1, v2, v3, not 'v9'"),
+    ({"KNN_NEIGHBOURS": "ten"}, "KNN_NEIGHBOURS must be a whole number, not 'ten'"),
+    ({"TOP_K_CANDIDATES": "0"}, "TOP_K_CANDIDATES must be at least 1, not 0"),
+    ({"DETECTOR_CONFIDENCE": "1.5"}, "DETECTOR_CONFIDENCE must be between 0 and 1, not 1.5"),
+    ({"LEARN_BUDGET_MINUTES": "soon"}, "LEARN_BUDGET_MINUTES must be a number, not 'soon'"),
+])
+def test_a_bad_value_stops_start_up_with_one_line_naming_the_variable(var_dir, env, message):
+    result = run_python(PRINT_SETTINGS, var_dir, **env)
+    assert result.returncode != 0
+    assert message in result.stderr.strip().splitlines()[-1]

@@ -367,3 +367,107 @@ def test_the_workspace_pages_need_access(client, scene):
     assert client.get("/label/").status_code == 200
     client.logout()
     assert client.get("/label/").status_code == 302
+
+
+def test_search_results_are_in_view_at_laptop_size_with_thumbnails_and_full_names(browser, live_server):
+    """17.2: at 1366x768, with a box showing seven candidates, the catalogue results sit inside the
+    window and above the sticky Confirm/Delete bar; each has its thumbnail and its full name on hover."""
+    shelf = ShelfFactory()
+    company = shelf.camera.store.company
+    names = [f"Organic cold-pressed apple and ginger juice, family bottle {i}" for i in range(1, 8)]
+    products = [with_thumbnail(ProductFactory(company=company, name=name), i) for i, name in enumerate(names)]
+    frame = FrameFactory(shelf=shelf, status=Frame.Status.READY, captured_at=MONDAY,
+                         blocks=[((20, 25, 80, 110), 0)])
+    version, _ = PipelineVersion.objects.get_or_create(name="v1")
+    box = BoxFactory(frame=frame, x=20, y=25, w=80, h=110)
+    Prediction.objects.create(box=box, pipeline_version=version, product=products[0], score=0.9,
+                              candidates=[{"product_id": p.pk, "score": 0.9 - 0.1 * k, "components": {"knn": 0.9}}
+                                          for k, p in enumerate(products)])
+    schedule_frame(frame=frame)
+    UserFactory(username="ann", company=company, role="annotator")
+
+    context = browser.new_context(viewport={"width": 1366, "height": 768})
+    try:
+        page = context.new_page()
+        log_in(page, live_server, "ann")
+        page.goto(f"{live_server.url}/frames/{frame.pk}/label/")
+        page.wait_for_selector(".ws-tag", timeout=TIMEOUT)
+        assert page.locator(".ws-candidate").count() == 7
+        keys(page, "/")
+        page.keyboard.type("ginger")
+        page.wait_for_function("document.querySelectorAll('#ws-results li[role=option]').length === 7",
+                               timeout=TIMEOUT)
+        page.wait_for_timeout(300)  # any scrolling settles
+        results = page.locator("#ws-results").bounding_box()
+        bar = page.locator(".ws-box-actions").bounding_box()
+        rows = page.locator("#ws-results li[role=option]")
+        first, last = rows.first.bounding_box(), rows.last.bounding_box()
+        # The list is in the window, not under the bar, and shows at least its first five rows whole.
+        assert results["y"] >= 0 and results["y"] + results["height"] <= 768
+        assert results["y"] + results["height"] <= bar["y"] + 1, (results, bar)
+        fifth = rows.nth(4).bounding_box()
+        assert first["y"] >= results["y"] - 1 and fifth["y"] + fifth["height"] <= results["y"] + results["height"] + 1
+        assert last["height"] > 0
+        # Thumbnails, and full names in the title of each row's name (names are cut with an ellipsis).
+        assert page.locator("#ws-results li[role=option] .ws-thumb img").count() == 7
+        titles = page.locator("#ws-results li[role=option] .name").evaluate_all("els => els.map(e => e.title)")
+        assert sorted(titles) == sorted(names)
+        candidate_titles = page.locator(".ws-candidate .name").evaluate_all("els => els.map(e => e.title)")
+        assert sorted(candidate_titles) == sorted(names)
+        # The highlighted row moves and stays in view; Enter picks it.
+        keys(page, "ArrowDown", "ArrowDown", "ArrowDown", "ArrowDown", "ArrowDown", "ArrowDown")
+        active = page.locator("#ws-results li.active").bounding_box()
+        results = page.locator("#ws-results").bounding_box()
+        assert results["y"] - 1 <= active["y"] and active["y"] + active["height"] <= results["y"] + results["height"] + 1
+        assert active["y"] + active["height"] <= page.locator(".ws-box-actions").bounding_box()["y"] + 1
+    finally:
+        context.close()
+
+
+def test_undo_history_survives_a_reload_and_is_cleared_on_submit(page, live_server, scene):
+    """17.4: the undo/redo history is kept in sessionStorage, keyed by frame and lease holder."""
+    frame = scene["frame"]
+    UserFactory(username="ann", company=scene["company"], role="annotator")
+    errors = []
+    page.on("pageerror", lambda error: errors.append(error))
+    log_in(page, live_server, "ann")
+    page.goto(f"{live_server.url}/frames/{frame.pk}/label/")
+    page.wait_for_selector(".ws-tag", timeout=TIMEOUT)
+    keys(page, "Enter", "3")  # #1 confirmed, #2 corrected
+    assert chips(page) == ["1 confirmed", "1 corrected", "1 to do"]
+    page.reload()
+    page.wait_for_selector(".ws-message:has-text('Restored your unsent answers for 2 boxes')", timeout=TIMEOUT)
+    stored = f"sessionStorage.getItem('shelf-annotator:undo:{frame.pk}:ann')"
+    assert page.evaluate(stored) is not None
+    keys(page, "u")
+    assert chips(page) == ["1 confirmed", "2 to do"]
+    keys(page, "u")
+    assert chips(page) == ["3 to do"]
+    keys(page, "u")
+    assert "Nothing to undo" in page.locator(".ws-message").inner_text()
+    keys(page, "Shift+U")
+    assert chips(page) == ["1 confirmed", "2 to do"]
+    # The redo stack survives a reload as well.
+    page.reload()
+    page.wait_for_selector(".ws-message:has-text('Restored your unsent answers for 1 box')", timeout=TIMEOUT)
+    keys(page, "Shift+U")
+    assert chips(page) == ["1 confirmed", "1 corrected", "1 to do"]
+    assert "Orange juice" not in page.locator(".ws-tag").nth(1).inner_text()  # the third candidate: Oat milk
+    # A product found by search (not among the frame's candidates) is still named after undo, reload, redo.
+    ProductFactory(company=scene["company"], name="Lemonade")
+    keys(page, "/")
+    page.keyboard.type("lemon")
+    keys(page, "Enter")
+    page.wait_for_function("document.querySelectorAll('.ws-tag')[2]?.innerText.includes('Lemonade')", timeout=TIMEOUT)
+    keys(page, "u")
+    page.reload()
+    page.wait_for_selector(".ws-message:has-text('Restored your unsent answers for 2 boxes')", timeout=TIMEOUT)
+    keys(page, "Shift+U")
+    assert "Lemonade" in page.locator(".ws-tag").nth(2).inner_text()
+    keys(page, "s")
+    page.wait_for_selector("text=Nothing to label right now", timeout=TIMEOUT)
+    assert page.evaluate(stored) is None
+    assert page.evaluate("Object.keys(sessionStorage).filter(k => k.startsWith('shelf-annotator:undo:'))") == []
+    assert Label.objects.filter(box__frame=frame).count() == 3
+    assert Label.objects.filter(box__frame=frame, product__name="Lemonade").count() == 1
+    assert errors == []

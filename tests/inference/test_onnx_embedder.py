@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from inference.embedder import Embedder, EmbedderConfig, EmbeddingNet, load_embedder, preprocess_crops
-from inference.onnx_embedder import OnnxEmbedder, export_onnx, load_onnx_embedder, sidecar_path
+from inference.onnx_embedder import OnnxEmbedder, export_onnx, load_onnx_embedder, quantize_onnx, sidecar_path
 from inference.images import open_image
 from tests.factories import shelf_image
 
@@ -96,3 +96,41 @@ def test_an_onnx_file_without_its_sidecar_is_refused(tiny_onnx, tmp_path):
         load_embedder(lonely)
     with pytest.raises(FileNotFoundError, match="missing.onnx"):
         load_embedder(tmp_path / "missing.onnx")
+
+
+@pytest.fixture(scope="module")
+def tiny_int8(tiny_onnx, tmp_path_factory) -> OnnxEmbedder:
+    path = quantize_onnx(tiny_onnx.path, tmp_path_factory.mktemp("int8") / "tiny.int8.onnx", crops(12), batch_size=4)
+    return load_onnx_embedder(path)
+
+
+def test_the_int8_model_is_statically_quantized_with_qdq_nodes_and_int8_weights(tiny_onnx, tiny_int8):
+    import onnx
+
+    graph = onnx.load(str(tiny_int8.path)).graph
+    ops = {node.op_type for node in graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
+    int8_weights = [t for t in graph.initializer if t.data_type == onnx.TensorProto.INT8]
+    assert int8_weights and not [t for t in onnx.load(str(tiny_onnx.path)).graph.initializer
+                                 if t.data_type == onnx.TensorProto.INT8]
+    per_channel = [t for t in graph.initializer if t.name.endswith("_scale") and len(t.dims) == 1 and t.dims[0] > 1]
+    assert per_channel, "weights are quantized per output channel"
+
+
+def test_the_int8_embedder_embeds_like_the_fp32_one_and_says_so_in_its_sidecar(tiny_onnx, tiny_int8):
+    images = crops(5)
+    fp32, int8 = tiny_onnx.embed(images), tiny_int8.embed(images)
+    assert int8.shape == (5, 32) and int8.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(int8, axis=1), 1, atol=1e-4)
+    assert not np.allclose(int8, fp32, atol=1e-6), "the int8 graph runs, not a copy of the fp32 one"
+    assert cosines(fp32, int8).mean() > 0.9
+    assert (tiny_int8.name, tiny_int8.config, tiny_int8.dim) == (tiny_onnx.name, tiny_onnx.config, tiny_onnx.dim)
+    meta = json.loads(sidecar_path(tiny_int8.path).read_text())
+    assert meta["quantization"] == {"format": "QDQ", "weights": "int8", "activations": "uint8", "per_channel": True,
+                                    "calibration_crops": 12, "from": "tiny.onnx"}
+
+
+def test_int8_quantization_without_calibration_crops_is_refused(tiny_onnx, tmp_path):
+    with pytest.raises(ValueError, match="calibration crops"):
+        quantize_onnx(tiny_onnx.path, tmp_path / "none.onnx", [])
+    assert not (tmp_path / "none.onnx").exists()
