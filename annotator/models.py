@@ -157,6 +157,7 @@ class Frame(models.Model):
         READY = "ready", "ready"
         FAILED = "failed", "failed"
         LABELLED = "labelled", "labelled"
+        SKIPPED = "skipped", "skipped"
 
     company = models.ForeignKey(Company, on_delete=models.CASCADE, related_name="frames")
     camera = models.ForeignKey(Camera, on_delete=models.CASCADE, related_name="frames")
@@ -187,6 +188,14 @@ class Frame(models.Model):
         null=True, blank=True,
         help_text="When that run claimed the frame, or, without a run, when its task could not be sent: the stall "
                   "sweep sends again a frame whose claim is older than PRELABEL_STALL_MINUTES")
+    quality = models.JSONField(
+        null=True, blank=True,
+        help_text="The quality gate's decision ({passed, forced, reasons, scores, details}); null: not assessed. "
+                  "A QA lead forcing a skipped frame through sets forced, and the gate is not run on it again")
+    quality_signature = models.JSONField(
+        null=True, blank=True,
+        help_text="The gate's signature of an accepted frame (sharpness, colour/texture grid), which the "
+                  "camera's later frames are compared with")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

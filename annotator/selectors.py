@@ -176,6 +176,29 @@ class PreviousFrameState:
     confirmed: list[bool]
 
 
+@dataclass(frozen=True)
+class GateReference:
+    """One of the camera's recent accepted frames, as the quality gate compares a frame with it."""
+
+    signature: dict
+    boxes: int
+
+
+def gate_references(*, frame: Frame, limit: int) -> list[GateReference]:
+    """The camera's latest ``limit`` accepted frames (pre-labelled or labelled, with the gate's
+    signature) of the frame's size, taken before ``frame`` (any, for an untimed frame), newest
+    first, with their box counts, in one query. Another size is another view (a camera set up
+    again, a photo turned), which the occlusion check must not compare with."""
+    accepted = Frame.objects.filter(camera_id=frame.camera_id, status__in=[Frame.Status.READY, Frame.Status.LABELLED],
+                                    quality_signature__isnull=False, width=frame.width,
+                                    height=frame.height).exclude(pk=frame.pk)
+    if frame.captured_at is not None:
+        accepted = accepted.filter(captured_at__lt=frame.captured_at)
+    rows = (accepted.annotate(box_count=Count("boxes")).order_by(F("captured_at").desc(nulls_last=True), "-pk")
+            .values_list("quality_signature", "box_count")[:limit])
+    return [GateReference(signature, boxes) for signature, boxes in rows]
+
+
 def previous_frame_state(*, frame: Frame) -> PreviousFrameState | None:
     """The camera's latest frame taken before ``frame`` that was pre-labelled or labelled, with its
     decided boxes, in a fixed number of queries. None for a camera's first frame or an untimed one."""

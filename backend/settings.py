@@ -282,6 +282,13 @@ CELERY_TASK_ROUTES = {
 }
 # A frame queued or processing for longer than this is queued again (its task was lost).
 PRELABEL_STALL_MINUTES = env_int("PRELABEL_STALL_MINUTES", 30)
+# The quality gate (inference/quality_gate.py) before pre-labelling: a frame it fails is skipped,
+# never shown to annotators, until a QA lead forces it through. Off: every frame is pre-labelled.
+# Off by default until benchmarks/quality_gate.py has tuned its thresholds: untuned, it skips 16% of
+# the dev set's clean photos (handheld shots, not a fixed camera) and none of the demo store's frames.
+QUALITY_GATE_ENABLED = env_bool("QUALITY_GATE_ENABLED", False)
+# How many of the camera's recent accepted frames the gate compares a frame with.
+QUALITY_GATE_REFERENCES = env_int("QUALITY_GATE_REFERENCES", 5)
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1

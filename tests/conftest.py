@@ -14,6 +14,13 @@ def media_root(settings, tmp_path):
     return settings.MEDIA_ROOT
 
 
+@pytest.fixture(autouse=True)
+def quality_gate_off(settings):
+    """The quality gate off: the factories' made-up shelves are flat colour blocks, which its
+    absolute blur measure skips. Its own tests turn it on (``settings.QUALITY_GATE_ENABLED = True``)."""
+    settings.QUALITY_GATE_ENABLED = False
+
+
 @pytest.fixture(scope="session")
 def tiny_embedder() -> Embedder:
     """A small random-weight timm model: embeddings that depend on the pixels, built in milliseconds."""

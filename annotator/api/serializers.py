@@ -83,6 +83,17 @@ class BoxViewSerializer(serializers.Serializer):
         return {"product_id": view.label.product_id, "action": view.label.action}
 
 
+class QualitySerializer(serializers.Serializer):
+    """The quality gate's decision about a frame (``inference.quality_gate.QualityReport``)."""
+
+    passed = serializers.BooleanField(help_text="no check gave a reason, or a QA lead forced it through")
+    forced = serializers.BooleanField(help_text="a QA lead or admin sent the skipped frame through without the gate")
+    reasons = serializers.ListField(child=serializers.CharField(),
+                                    help_text="blur, dark, bright, glare, obstructed, few_detections")
+    scores = serializers.DictField(child=serializers.FloatField(), help_text="each check's score, by name")
+    details = serializers.DictField(child=serializers.CharField(), help_text="each reason, in words")
+
+
 class FrameSerializer(serializers.ModelSerializer):
     store = serializers.CharField(source="camera.store.code", read_only=True)
     store_id = serializers.IntegerField(source="camera.store_id", read_only=True)
@@ -90,14 +101,25 @@ class FrameSerializer(serializers.ModelSerializer):
     camera = serializers.CharField(source="camera.code", read_only=True)
     shelf = serializers.CharField(source="shelf.code", read_only=True)
     image_url = serializers.SerializerMethodField()
+    quality = serializers.SerializerMethodField(
+        help_text="the quality gate's decision; null when the gate has not judged the frame")
 
     class Meta:
         model = Frame
         fields = ["id", "store", "store_id", "camera", "shelf", "captured_at", "width", "height", "status",
-                  "status_reason", "scheduled", "leased_by", "lease_expires_at", "image_url"]
+                  "status_reason", "scheduled", "leased_by", "lease_expires_at", "image_url", "quality"]
 
     def get_image_url(self, frame: Frame) -> str:
         return frame.image.url
+
+    @extend_schema_field(QualitySerializer(allow_null=True))
+    def get_quality(self, frame: Frame) -> dict | None:
+        quality = frame.quality
+        if not isinstance(quality, dict):
+            return None
+        return {"passed": bool(quality.get("passed", False)), "forced": bool(quality.get("forced", False)),
+                "reasons": list(quality.get("reasons", [])), "scores": dict(quality.get("scores", {})),
+                "details": dict(quality.get("details", {}))}
 
 
 class TokenSerializer(serializers.Serializer):

@@ -18,6 +18,7 @@ urlpatterns = [
     path("frames/next/", endpoint(views.NextFrame), name="api-frame-next"),
     path("frames/<id:frame_id>/", endpoint(views.FrameDetail), name="api-frame-detail"),
     path("frames/<id:frame_id>/lease/", endpoint(views.FrameLease), name="api-frame-lease"),
+    path("frames/<id:frame_id>/force/", endpoint(views.FrameForce), name="api-frame-force"),
     path("frames/<id:frame_id>/submit/", endpoint(views.FrameSubmit), name="api-frame-submit"),
     path("products/", endpoint(views.ProductList), name="api-product-list"),
     path("products/search/", endpoint(views.ProductSearch), name="api-product-search"),

@@ -35,8 +35,8 @@ from annotator.api.serializers import (
 )
 from annotator.api.renderers import CSVRenderer
 from annotator.api.schema import errors
-from annotator.permissions import LabelsFrames, ReadsReports, ReviewsLabels
-from annotator.services import catalog, frames, review, users, workspace
+from annotator.permissions import LabelsFrames, ReadsReports, ReviewsLabels, can_review
+from annotator.services import catalog, frames, prelabel_queue, review, users, workspace
 from inference.images import ImageError
 
 
@@ -161,6 +161,19 @@ class FrameLease(APIView):
     def delete(self, request: Request, frame_id: int) -> Response:
         workspace.release_frame(frame=selectors.frame_for(request.user, frame_id=frame_id), user=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class FrameForce(APIView):
+    @extend_schema(request=None, responses={200: FrameDetailSerializer, **errors(403, 404, 409)})
+    def post(self, request: Request, frame_id: int) -> Response:
+        """Send a frame the quality gate skipped back to pre-labelling without the gate (QA leads and
+        admins of its company); 409 unless it is skipped."""
+        frame = selectors.frame_for(request.user, frame_id=frame_id)
+        if not can_review(request.user, company=frame.company_id):
+            raise PermissionDenied("Forcing a frame through the quality gate is for QA leads and admins.")
+        if not prelabel_queue.force_frame(frame=frame):
+            raise Conflict(f"frame {frame_id} is {frame.status}, not skipped: there is nothing to force")
+        return frame_detail_response(request, selectors.frame_for(request.user, frame_id=frame_id))
 
 
 class FrameSubmit(APIView):

@@ -1,9 +1,13 @@
 """A frame's state (``Frame.status``): which changes are allowed, and the one function that makes them.
 
     queued ──a run claims it──> processing ──pre-labelled──> ready ──submitted──> labelled
-      ^  ^                       │    │
-      │  └──── the stall sweep ──┘    └──an error──> failed
+      ^  ^  ^                    │    │  │
+      │  │  └── the stall sweep ─┘    │  └──the quality gate fails it──> skipped ──forced (QA)──> queued
+      │  │                            └──an error──> failed
       └──────────────── retry ─────────────────────────┘  (a task's own retry claims it again: processing)
+
+A skipped frame is never leased to an annotator; a QA lead or admin forcing it sends it back to
+pre-labelling with the gate's decision marked forced, so the gate lets it through.
 
 A frame is labelled only from ready, and nothing takes a labelled frame anywhere else. The same
 state again is a change too where a run takes the frame over while it stays there: a run taking over
@@ -28,10 +32,11 @@ Status = Frame.Status
 
 TRANSITIONS: Mapping[str, frozenset[str]] = {
     Status.QUEUED: frozenset({Status.PROCESSING, Status.QUEUED}),
-    Status.PROCESSING: frozenset({Status.READY, Status.FAILED, Status.QUEUED, Status.PROCESSING}),
+    Status.PROCESSING: frozenset({Status.READY, Status.FAILED, Status.QUEUED, Status.PROCESSING, Status.SKIPPED}),
     Status.FAILED: frozenset({Status.PROCESSING, Status.QUEUED}),
     Status.READY: frozenset({Status.LABELLED, Status.READY}),
     Status.LABELLED: frozenset({Status.LABELLED}),
+    Status.SKIPPED: frozenset({Status.QUEUED}),
 }
 
 # The only state an annotator can lease and submit: pre-labelled and not labelled yet.

@@ -33,6 +33,7 @@ from inference.calibration import Calibrator
 from inference.candidates import Candidate, frame_confidence
 from inference.images import ImageError, open_image
 from inference.pipeline import FrameContext, PipelineConfig, normalise_boxes
+from inference.quality_gate import FrameSignature, QualityReport, assess, detection_check, signature
 from inference.tracking import PreviousFrame
 
 
@@ -122,6 +123,7 @@ def prelabel_frame(*, frame_id: int, run_id: str | None = None) -> Frame:
             # An ImageError: retrying cannot bring the file back, so the frame fails once, with its reason.
             raise ImageError(f"the image {frame.image.name} is missing from media storage") from error
         image = open_image(data)
+        gate = QualityGate.for_frame(frame=frame, image=image)
         boxes = list(frame.boxes.order_by("pk"))
         detector = engines.detector()
         detected = not boxes and detector is not None
@@ -129,6 +131,13 @@ def prelabel_frame(*, frame_id: int, run_id: str | None = None) -> Frame:
             # Saved only with the predictions, by a run that still holds the frame: two runs never both add them.
             boxes = [Box(frame=frame, x=d.x, y=d.y, w=d.w, h=d.h, detector_score=d.score, source=Box.Source.DETECTOR)
                      for d in detector.detect(image)]
+        if gate is not None and not gate.judge(detections=len(boxes)).passed:
+            # Skipped, never queued for annotators; its boxes and predictions are not written.
+            if not frame_states.change(frame_id=frame.pk, to=Frame.Status.SKIPPED, expected=[Frame.Status.PROCESSING],
+                                       where=Q(prelabel_token=token), **gate.fields(), **RELEASED):
+                raise ClaimLost(f"frame {frame.pk} was taken over by another run while the gate judged it")
+            frame.status = Frame.Status.SKIPPED
+            return frame
         serving = serving_of(company_id=frame.company_id)
         pipeline = serving.pipeline
         moment = frame.captured_at or frame.created_at
@@ -156,7 +165,8 @@ def prelabel_frame(*, frame_id: int, run_id: str | None = None) -> Frame:
             else:
                 # First, so that a run that lost its claim writes nothing, and two runs cannot both write.
                 state = frame_states.step(frame_id=frame.pk, steps=ON_SUCCESS, where=Q(prelabel_token=token),
-                                          confidence=frame_confidence(ranked), **RELEASED)
+                                          confidence=frame_confidence(ranked),
+                                          **(gate.fields() if gate is not None else {}), **RELEASED)
             if state is not None:
                 if detected:
                     boxes = Box.objects.bulk_create(boxes)
@@ -195,6 +205,52 @@ def auto_accepts(probability: float | None, threshold: float | None) -> bool:
     """Whether a box is pre-confirmed: its calibrated probability is at or above the company's
     threshold. Never without a threshold (auto-accept off) or a calibrated probability (None or NaN)."""
     return threshold is not None and probability is not None and probability >= threshold
+
+
+class QualityGate:
+    """The quality gate's run on one frame (``inference.quality_gate``): its image checks against the
+    camera's recent accepted frames, then, once the boxes are known, the detection count against
+    theirs. A frame forced through by a QA lead keeps its forced decision and passes."""
+
+    def __init__(self, *, frame: Frame, report: QualityReport, own: FrameSignature,
+                 usual_detections: float | None, forced: bool):
+        self.frame, self.report, self.own = frame, report, own
+        self.usual_detections, self.forced = usual_detections, forced
+
+    @classmethod
+    def for_frame(cls, *, frame: Frame, image) -> QualityGate | None:
+        """The gate's run for a frame pre-labelled for the first time (or again after a failure or a
+        forcing); None with the gate off, or for a ready or labelled frame a new pipeline version
+        pre-labels again (it passed once)."""
+        if not settings.QUALITY_GATE_ENABLED or frame.status != Frame.Status.PROCESSING:
+            return None
+        forced = bool(frame.quality and frame.quality.get("forced"))
+        if forced:
+            own = signature(image)
+            report = QualityReport(True, [], {}, forced=True)
+            return cls(frame=frame, report=report, own=own, usual_detections=None, forced=True)
+        references = selectors.gate_references(frame=frame, limit=settings.QUALITY_GATE_REFERENCES)
+        report, own = assess(image, references=[FrameSignature.from_dict(ref.signature) for ref in references])
+        usual = float(np.median([ref.boxes for ref in references])) if references else None
+        return cls(frame=frame, report=report, own=own, usual_detections=usual, forced=False)
+
+    def judge(self, *, detections: int) -> QualityReport:
+        """The decision with the detection-count check added."""
+        if not self.forced:
+            self.report = detection_check(self.report, detections=detections, usual_detections=self.usual_detections)
+        return self.report
+
+    def fields(self) -> dict:
+        """What the frame records of the decision: the report (a forced frame keeps the one that
+        skipped it, marked forced), the signature of an accepted frame, the reasons of a skipped one."""
+        if self.forced:
+            return {"quality": {**self.frame.quality, "passed": True, "forced": True},
+                    "quality_signature": self.own.as_dict()}
+        if self.report.passed:
+            return {"quality": self.report.as_dict(), "quality_signature": self.own.as_dict()}
+        details = "; ".join(self.report.details.get(reason, reason) for reason in self.report.reasons)
+        return {"quality": self.report.as_dict(), "quality_signature": None,
+                "status_reason": f"skipped by the quality gate: {details}"[:2000]}
 
 
 def calibrated(ranked: list[list[Candidate]], calibrator: Calibrator | None) -> list[float | None]:

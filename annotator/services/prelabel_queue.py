@@ -30,6 +30,19 @@ def retry_frame(*, frame: Frame) -> bool:
     return moved
 
 
+def force_frame(*, frame: Frame) -> bool:
+    """Send a frame the quality gate skipped back to pre-labelling without the gate (a QA lead's
+    call; after commit): its decision is kept, marked forced. Returns False for a frame that is not
+    skipped (a conditional update: two QA leads forcing it at once send it once)."""
+    quality = {**(frame.quality or {"passed": False, "reasons": [], "scores": {}}), "forced": True}
+    moved = frame_states.change(frame_id=frame.pk, to=Frame.Status.QUEUED, expected=[Frame.Status.SKIPPED],
+                                quality=quality, status_reason="forced through the quality gate", **RELEASED)
+    if moved:
+        frame.status, frame.quality = Frame.Status.QUEUED, quality
+        transaction.on_commit(lambda: queue_prelabelling(frame_id=frame.pk))
+    return moved
+
+
 def queue_prelabelling(*, frame_id: int) -> None:
     """Send the frame to a pre-labelling worker. With the broker away the frame stays queued (what
     called this has committed), stamped as unsent, and ``requeue_stalled_frames`` sends it later."""
