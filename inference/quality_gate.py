@@ -25,11 +25,13 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from PIL import Image
 
+from inference.config import Config
+
 REASONS = ("blur", "dark", "bright", "glare", "obstructed", "few_detections")
 
 
 @dataclass(frozen=True)
-class QualityGateConfig:
+class QualityGateConfig(Config):
     """Thresholds of the gate (tuned on the dev set's shelves by ``benchmarks/quality_gate.py``).
 
     analysis_width: frames are downscaled to this width before any check.
@@ -67,12 +69,6 @@ class QualityGateConfig:
     min_detection_ratio: float = 0.5
     min_usual_detections: float = 4.0
 
-    @classmethod
-    def from_dict(cls, data: dict) -> QualityGateConfig:
-        known = {name: value for name, value in data.items() if name in cls.__dataclass_fields__}
-        if "grid" in known:
-            known["grid"] = tuple(int(v) for v in known["grid"])
-        return cls(**known)
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -126,3 +126,9 @@ def test_signature_round_trips_through_json():
     assert again.cells.shape == (16, 24, 4)
     assert np.allclose(again.cells, own.cells, atol=1e-4)
     assert again.sharpness == pytest.approx(own.sharpness, abs=1e-3)
+
+
+def test_the_gate_config_refuses_an_unknown_key_by_name():
+    assert QualityGateConfig.from_dict({"grid": [8, 12]}).grid == (8, 12)
+    with pytest.raises(ValueError, match="max_glare_shar"):
+        QualityGateConfig.from_dict({"max_glare_shar": 0.1})
