@@ -49,7 +49,7 @@ def shelves_for(user) -> QuerySet[Shelf]:
 
 
 def frames_for(user, *, status: str | None = None) -> QuerySet[Frame]:
-    frames = Frame.objects.filter(company__in=companies_of(user)).select_related("camera__store", "shelf", "leased_by")
+    frames = Frame.objects.filter(company__in=companies_of(user)).select_related("company", "camera__store", "shelf", "leased_by")
     if status:
         frames = frames.filter(status=status)
     return frames.order_by("camera__store__code", "camera__code", F("captured_at").asc(nulls_last=True), "pk")
@@ -89,11 +89,6 @@ def frame_boxes(*, frame: Frame) -> list[BoxView]:
             suggestion=products.get(prediction.product_id) if prediction and prediction.product_id else None,
         ))
     return views
-
-
-def auto_accept_threshold(*, company_id: int) -> float | None:
-    """The company's auto-accept threshold (None: auto-accept is off)."""
-    return Company.objects.filter(pk=company_id).values_list("auto_accept_threshold", flat=True).first()
 
 
 def with_thumbnails(products: QuerySet[Product]) -> QuerySet[Product]:

@@ -149,15 +149,12 @@ class FrameUploadSerializer(serializers.Serializer):
 class FrameDetailSerializer(FrameSerializer):
     boxes = serializers.SerializerMethodField()
     products = serializers.SerializerMethodField()
-    auto_accept_threshold = serializers.SerializerMethodField(
+    auto_accept_threshold = serializers.FloatField(
+        source="company.auto_accept_threshold", read_only=True, allow_null=True,
         help_text="the company's auto-accept probability threshold; null: none chosen yet")
 
     class Meta(FrameSerializer.Meta):
         fields = [*FrameSerializer.Meta.fields, "boxes", "products", "auto_accept_threshold"]
-
-    @extend_schema_field(serializers.FloatField(allow_null=True))
-    def get_auto_accept_threshold(self, frame: Frame) -> float | None:
-        return self.context.get("auto_accept_threshold")
 
     @extend_schema_field(BoxViewSerializer(many=True))
     def get_boxes(self, frame: Frame) -> list[dict]:

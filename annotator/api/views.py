@@ -47,9 +47,7 @@ class Conflict(APIException):
 
 def frame_detail_response(request: Request, frame) -> Response:
     boxes = selectors.frame_boxes(frame=frame)
-    threshold = selectors.auto_accept_threshold(company_id=frame.company_id)
-    return Response(FrameDetailSerializer(
-        frame, context={"boxes": boxes, "request": request, "auto_accept_threshold": threshold}).data)
+    return Response(FrameDetailSerializer(frame, context={"boxes": boxes, "request": request}).data)
 
 
 class PayloadTooLarge(APIException):
