@@ -311,13 +311,19 @@ def chips(page):
     return page.locator(".ws-chip").evaluate_all("chips => chips.map(chip => chip.title)")
 
 
-def test_undo_covers_every_action_and_zoom_keys_work(page, live_server, scene):
+def open_scene_frame_as_annotator(page, live_server, scene) -> list:
+    """Log an annotator of the scene's company in and open its frame; the page's script errors, to check."""
     UserFactory(username="ann", company=scene["company"], role="annotator")
     errors = []
     page.on("pageerror", lambda error: errors.append(error))
     log_in(page, live_server, "ann")
     page.goto(f"{live_server.url}/frames/{scene['frame'].pk}/label/")
     page.wait_for_selector(".ws-tag", timeout=TIMEOUT)
+    return errors
+
+
+def test_undo_covers_every_action_and_zoom_keys_work(page, live_server, scene):
+    errors = open_scene_frame_as_annotator(page, live_server, scene)
     zoom = page.locator("[data-ref=zoom]")
     fitted = zoom.inner_text()
     keys(page, "+", "+")
@@ -427,12 +433,7 @@ def test_search_results_are_in_view_at_laptop_size_with_thumbnails_and_full_name
 def test_undo_history_survives_a_reload_and_is_cleared_on_submit(page, live_server, scene):
     """17.4: the undo/redo history is kept in sessionStorage, keyed by frame and lease holder."""
     frame = scene["frame"]
-    UserFactory(username="ann", company=scene["company"], role="annotator")
-    errors = []
-    page.on("pageerror", lambda error: errors.append(error))
-    log_in(page, live_server, "ann")
-    page.goto(f"{live_server.url}/frames/{frame.pk}/label/")
-    page.wait_for_selector(".ws-tag", timeout=TIMEOUT)
+    errors = open_scene_frame_as_annotator(page, live_server, scene)
     keys(page, "Enter", "3")  # #1 confirmed, #2 corrected
     assert chips(page) == ["1 confirmed", "1 corrected", "1 to do"]
     page.reload()
